@@ -1,0 +1,1 @@
+"""Code that both the web tier and the worker import: settings, keys, schemas, cache, breaker."""

@@ -1,0 +1,270 @@
+"""ragq's configuration: one pydantic-settings class per concern, each with its env prefix.
+
+Every setting has a default that serves the local CPU stack. `load_settings()` is the one
+place the environment is read; a bad value fails at start-up with the variable's name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.errors import SettingsError
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class PipelineSettings(BaseSettings):
+    """Retrieval and generation: index, models, depths, decoding."""
+
+    model_config = SettingsConfigDict(env_prefix="PIPELINE_", extra="ignore")
+
+    index_dir: Path = Field(Path("index/sample"), description="Built index folder to serve.")
+    embedding_model: str = Field(
+        "minilm",
+        description="Sentence-transformers model: `minilm` (the packaged all-MiniLM-L6-v2), "
+        "a local path, or a model name in the local model cache.",
+    )
+    generator_model: str = Field(
+        "smollm2",
+        description="Causal LM: `smollm2` (the packaged SmolLM2-135M-Instruct GGUF), "
+        "a local path, or a model name (e.g. Qwen/Qwen2.5-3B-Instruct) in the model cache.",
+    )
+    model_cache_dir: Path = Field(
+        Path("~/.cache/ragq/models"),
+        description="Where de-quantized GGUF weights are cached as safetensors.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where models run.")
+    load_in_4bit: bool = Field(False, description="On CUDA: load the generator in NF4 (bitsandbytes).")
+    max_new_tokens: int = Field(200, ge=1, le=4096, description="Generated tokens per answer at most.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
+    top_k: int = Field(5, ge=1, le=20, description="Passages given to the generator by default.")
+    dense_depth: int = Field(50, ge=1, le=1000, description="FAISS candidates fused by RRF.")
+    sparse_depth: int = Field(50, ge=1, le=1000, description="BM25 candidates fused by RRF.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
+    reranker: str = Field("", description="CrossEncoder name or path; empty turns reranking off.")
+    rerank_depth: int = Field(20, ge=1, le=200, description="Fused candidates the reranker scores.")
+    chunk_tokens: int = Field(200, ge=16, le=2048, description="Chunk size in embedding tokens.")
+    chunk_overlap: int = Field(40, ge=0, le=1024, description="Tokens shared by neighbouring chunks.")
+    index_type: Literal["flat", "hnsw"] = Field("flat", description="FAISS index: exact or HNSW.")
+    max_context_tokens: int = Field(1500, ge=64, description="Prompt budget for the passages.")
+    prompt_version: str = Field("v1", description="Bumped when the prompt changes; scopes the cache.")
+    backend: Literal["transformers", "fake"] = Field(
+        "transformers",
+        description="`fake` serves canned passages and tokens (tests of queue logic only).",
+    )
+    fake_token_delay: float = Field(0.05, ge=0.0, description="Seconds between fake tokens.")
+    fake_tokens: int = Field(20, ge=1, description="Tokens a fake answer has.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> PipelineSettings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        return self
+
+
+class CacheSettings(BaseSettings):
+    """Semantic cache on its own Redis (maxmemory + allkeys-lru)."""
+
+    model_config = SettingsConfigDict(env_prefix="CACHE_", extra="ignore")
+
+    enabled: bool = Field(True, description="Look up and store answers in the semantic cache.")
+    redis_url: str = Field("redis://127.0.0.1:6391/0", description="Cache Redis (never the broker).")
+    similarity_threshold: float = Field(0.92, gt=0.0, le=1.0, description="Cosine needed for a hit.")
+    ttl_seconds: int = Field(86400, ge=1, description="Entry lifetime, absolute (not refreshed on hit).")
+    verify: bool = Field(True, description="Check the words that differ before a semantic hit.")
+    verifier_model: str = Field(
+        "", description="Duplicate-question CrossEncoder name or path; empty: the word guard only."
+    )
+    sync_interval_seconds: float = Field(0.2, gt=0.0, description="How often processes pull new entries.")
+
+
+class AuthSettings(BaseSettings):
+    """API keys and WebSocket tickets."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore")
+
+    enabled: bool = Field(False, description="Require X-API-Key on /v1 and /query.")
+    api_keys: CommaList = Field(default_factory=list, description="Accepted keys, comma-separated.")
+    ticket_ttl_seconds: int = Field(30, ge=1, le=600, description="Lifetime of a WebSocket ticket.")
+    allowed_origins: CommaList = Field(
+        default_factory=list, description="Origins allowed to open WebSockets; empty: any."
+    )
+
+    _split = field_validator("api_keys", "allowed_origins", mode="before")(_split_commas)
+
+    @model_validator(mode="after")
+    def _keys_when_enabled(self) -> AuthSettings:
+        if self.enabled and not self.api_keys:
+            raise ValueError("api_keys must hold at least one key when enabled is true")
+        return self
+
+
+class BreakerSettings(BaseSettings):
+    """Cost circuit breaker shared by every process through the broker Redis."""
+
+    model_config = SettingsConfigDict(env_prefix="CB_", extra="ignore")
+
+    enabled: bool = Field(True, description="Refuse new cache misses once the window's spend hits the limit.")
+    limit_eur: float = Field(10.0, gt=0.0, description="Spend allowed per window, in EUR.")
+    window_seconds: int = Field(3600, ge=1, description="Length of a spending window.")
+    eur_per_1k_input: float = Field(0.0005, ge=0.0, description="Price of 1,000 prompt tokens.")
+    eur_per_1k_output: float = Field(0.0015, ge=0.0, description="Price of 1,000 generated tokens.")
+
+
+class ApiSettings(BaseSettings):
+    """The HTTP front end."""
+
+    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address gunicorn binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port gunicorn binds.")
+    workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
+    threads: int = Field(128, ge=1, le=2048, description="Threads per gunicorn worker (each open WebSocket holds one).")
+    max_body_bytes: int = Field(65536, ge=1024, description="Largest request body accepted.")
+    batch_max: int = Field(32, ge=1, le=1000, description="Queries one batch may hold.")
+    query_wait_seconds: float = Field(120.0, gt=0.0, description="How long POST /query waits.")
+    prefer_wait_max_seconds: float = Field(60.0, ge=0.0, description="Cap on `Prefer: wait=N`.")
+    ws_ping_seconds: float = Field(20.0, gt=0.0, description="WebSocket keep-alive ping interval.")
+    max_queue_depth: int = Field(200, ge=1, description="Queued jobs beyond which new misses get 429.")
+    page_size: int = Field(20, ge=1, le=200, description="Default page size of GET /v1/jobs.")
+
+
+class BrokerSettings(BaseSettings):
+    """Broker Redis (noeviction) and Celery."""
+
+    model_config = SettingsConfigDict(env_prefix="BROKER_", extra="ignore")
+
+    url: str = Field("redis://127.0.0.1:6390/0", description="Broker Redis: queue, jobs, events, breaker.")
+    queue: str = Field("ragq.generate", description="Celery queue of generation tasks.")
+    connect_timeout_seconds: float = Field(2.0, gt=0.0, description="Socket connect timeout.")
+
+
+class JobSettings(BaseSettings):
+    """Job lifecycle: retention, deadlines, limits, attempts."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBS_", extra="ignore")
+
+    retention_seconds: int = Field(86400, ge=60, description="How long job records and streams are kept.")
+    queue_deadline_seconds: float = Field(600.0, gt=0.0, description="Queued longer than this: expired.")
+    soft_time_limit_seconds: int = Field(240, ge=1, description="Celery soft time limit of a task.")
+    hard_time_limit_seconds: int = Field(300, ge=2, description="Celery hard time limit of a task.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Deliveries before a crashing job fails.")
+    lease_seconds: float = Field(10.0, gt=0.0, description="A running job's lease; renewed while it runs.")
+    stream_maxlen: int = Field(10000, ge=100, description="Events kept per job stream.")
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> JobSettings:
+        if self.soft_time_limit_seconds >= self.hard_time_limit_seconds:
+            raise ValueError("soft_time_limit_seconds must be below hard_time_limit_seconds")
+        return self
+
+    @property
+    def visibility_timeout_seconds(self) -> int:
+        """Broker visibility timeout: above the hard limit so no running task is redelivered."""
+        return self.hard_time_limit_seconds + 60
+
+
+class WorkerSettings(BaseSettings):
+    """The Celery worker process."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+
+    metrics_port: int = Field(9101, ge=0, le=65535, description="Worker /metrics port; 0 turns it off.")
+    heartbeat_seconds: float = Field(2.0, gt=0.0, description="How often the worker reports itself.")
+
+
+class LogSettings(BaseSettings):
+    """Structured logs."""
+
+    model_config = SettingsConfigDict(env_prefix="LOG_", extra="ignore")
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    json_format: bool = Field(True, description="One JSON object per line; false: plain text.")
+
+
+class FlowerSettings(BaseSettings):
+    """Flower, Celery's monitor."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOWER_", extra="ignore")
+
+    port: int = Field(5555, ge=1, le=65535, description="Flower's port.")
+    basic_auth: str = Field("ragq:change-me", description="user:password Flower requires.")
+
+
+GROUPS: dict[str, type[BaseSettings]] = {
+    "pipeline": PipelineSettings,
+    "cache": CacheSettings,
+    "auth": AuthSettings,
+    "breaker": BreakerSettings,
+    "api": ApiSettings,
+    "broker": BrokerSettings,
+    "jobs": JobSettings,
+    "worker": WorkerSettings,
+    "log": LogSettings,
+    "flower": FlowerSettings,
+}
+
+
+class Settings(BaseModel):
+    """All of ragq's settings, one attribute per group."""
+
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    flower: FlowerSettings = Field(default_factory=FlowerSettings)
+
+
+def env_name(group: type[BaseSettings], field: str) -> str:
+    """The environment variable that sets `field` of `group`."""
+    return f"{group.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def _describe(group: type[BaseSettings], error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        where = env_name(group, field) if field else f"{group.model_config.get('env_prefix')}*"
+        lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read every group from the environment; `overrides` maps a group name to field values.
+
+    Raises SettingsError naming each bad variable.
+    """
+    groups: dict[str, BaseSettings] = {}
+    for name, cls in GROUPS.items():
+        try:
+            groups[name] = cls(**overrides.get(name, {}))
+        except ValidationError as error:
+            raise SettingsError(_describe(cls, error)) from error
+    return Settings(**groups)
+
+
+def settings_table() -> str:
+    """The README's configuration table, generated from the classes so it cannot drift."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for cls in GROUPS.values():
+        for field, info in cls.model_fields.items():
+            default = info.get_default(call_default_factory=True)
+            if isinstance(default, list):
+                default = ",".join(default)
+            rows.append(f"| `{env_name(cls, field)}` | `{default}` | {info.description or ''} |")
+    return "\n".join(rows)

@@ -1,0 +1,1 @@
+"""ragq's Flask front end."""

@@ -1,0 +1,1 @@
+"""ragq's Celery worker and the RAG pipeline it runs."""

@@ -1,0 +1,64 @@
+"""A pipeline with canned passages and tokens, for tests whose point is the queue, not the model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from shared.settings import PipelineSettings
+from worker.pipeline.types import Answer, Source, SourcesItem, StopCheck, StreamItem, TokenItem
+
+
+class FakePipeline:
+    """Yields `fake_tokens` tokens `fake_token_delay` seconds apart; records the questions asked."""
+
+    index_version = "fake-index"
+    model_id = "fake-model"
+
+    def __init__(self, settings: PipelineSettings) -> None:
+        self.settings = settings
+        self.prompt_version = settings.prompt_version
+        self.questions: list[str] = []
+
+    def stream(self, question: str, top_k: int, should_stop: StopCheck | None = None) -> Iterator[StreamItem]:
+        self.questions.append(question)
+        sources = [
+            Source(chunk_id=f"fake-{i}", title="Fake", text=f"passage {i} for {question}", score=1.0 / (i + 1))
+            for i in range(top_k)
+        ]
+        yield SourcesItem(sources=sources, retrieval_s=0.0, rerank_s=0.0)
+        started = time.perf_counter()
+        texts: list[str] = []
+        ttft = 0.0
+        stopped = False
+        for i in range(self.settings.fake_tokens):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            time.sleep(self.settings.fake_token_delay)
+            text = f"tok{i} "
+            texts.append(text)
+            if i == 0:
+                ttft = time.perf_counter() - started
+            yield TokenItem(text)
+        yield Answer(
+            answer="".join(texts).strip(),
+            sources=sources,
+            prompt_tokens=10 * top_k + len(question.split()),
+            generated_tokens=len(texts),
+            retrieval_s=0.0,
+            rerank_s=0.0,
+            ttft_s=ttft,
+            generation_s=time.perf_counter() - started,
+            stopped=stopped,
+        )
+
+    def query(self, question: str, top_k: int) -> Answer:
+        *_, last = self.stream(question, top_k)
+        assert isinstance(last, Answer)
+        return last
+
+    def device_report(self) -> dict[str, Any]:
+        return {"device": "cpu", "cuda_available": False, "model_on_device": True,
+                "vram_used_gb": 0.0, "vram_total_gb": 0.0}
