@@ -79,13 +79,31 @@ class CacheSettings(BaseSettings):
 
     enabled: bool = Field(True, description="Look up and store answers in the semantic cache.")
     redis_url: str = Field("redis://127.0.0.1:6391/0", description="Cache Redis (never the broker).")
-    similarity_threshold: float = Field(0.92, gt=0.0, le=1.0, description="Cosine needed for a hit.")
+    similarity_threshold: float = Field(
+        0.85, gt=0.0, le=1.0,
+        description="Cosine needed for a semantic candidate; the verification stage then checks it "
+        "(bench/results/cache_precision.md: 0.85 with verification keeps false hits at 0 %).",
+    )
     ttl_seconds: int = Field(86400, ge=1, description="Entry lifetime, absolute (not refreshed on hit).")
     verify: bool = Field(True, description="Check the words that differ before a semantic hit.")
     verifier_model: str = Field(
         "", description="Duplicate-question CrossEncoder name or path; empty: the word guard only."
     )
     sync_interval_seconds: float = Field(0.2, gt=0.0, description="How often processes pull new entries.")
+    synonym_similarity: float = Field(
+        0.7, gt=0.0, le=1.0,
+        description="Word cosine at which a differing word counts as a synonym in the verification.",
+    )
+    verifier_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="CrossEncoder score needed for a duplicate question."
+    )
+    candidates: int = Field(4, ge=1, le=64, description="Nearest neighbours verified per lookup.")
+    socket_timeout_seconds: float = Field(
+        0.25, gt=0.0, description="Cache Redis timeout; a slow or dead cache is a miss, not a stall."
+    )
+    max_entries: int = Field(
+        1_000_000, ge=100, description="Entries the sync log keeps at most (older ones trimmed)."
+    )
 
 
 class AuthSettings(BaseSettings):

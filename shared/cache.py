@@ -1,0 +1,425 @@
+"""The semantic cache: answers of past questions, reachable by the same or an equivalent question.
+
+Redis (its own instance, `allkeys-lru`) is the source of truth: one hash per entry, an exact
+key per normalised question text, and a stream (`keys.CACHE_LOG`) of entry ids in insertion
+order. Each process keeps an HNSW index of the entries' embeddings per scope and pulls new
+log entries at most every `sync_interval_seconds`, so a lookup costs one embedding and one
+approximate nearest-neighbour search however large the cache grows. A candidate from the
+index is then checked by the verification stage (shared/verify.py) and read back from Redis:
+an entry that expired or was evicted is a miss and leaves the index.
+
+When the cache Redis is down, lookups miss, writes are skipped, `rag_cache_errors_total`
+counts each failure and a warning is logged; nothing raises to the caller.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import faiss
+import numpy as np
+import redis
+
+from shared import keys
+from shared.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES, CACHE_SIZE
+from shared.settings import CacheSettings
+from shared.verify import Verdict, Verifier, WordGuard, WordVectors
+
+log = logging.getLogger(__name__)
+
+EXACT, SEMANTIC = "exact", "semantic"
+HNSW_NEIGHBOURS = 32
+HNSW_EF_SEARCH = 64
+HNSW_EF_CONSTRUCTION = 80
+SYNC_BATCH = 2000
+STATS_FIELDS = ("hits_exact", "hits_semantic", "misses")
+
+
+class EmbedderLike(Protocol):
+    """What the cache needs of shared.embedding.Embedder."""
+
+    model_id: str
+    dim: int
+
+    def encode(
+        self, texts: list[str], batch_size: int = 64, progress: bool = False
+    ) -> np.ndarray: ...
+
+    def encode_one(self, text: str) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What an answer depends on besides the question; another scope never sees the entry."""
+
+    index_version: str
+    model_id: str
+    prompt_version: str
+    top_k: int
+
+    @property
+    def key(self) -> str:
+        """A short stable digest of the scope, used in Redis keys and the index map."""
+        text = f"{self.index_version}|{self.model_id}|{self.prompt_version}|{self.top_k}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class CacheLookup:
+    """A lookup's outcome. On a miss `payload` is None; `embedding` is the query's vector
+    (None on an exact hit or when embedding was not needed), to be stored with the answer."""
+
+    hit: bool
+    path: str | None = None
+    payload: dict[str, Any] | None = None
+    similarity: float = 0.0
+    question: str | None = None
+    entry_id: str | None = None
+    embedding: np.ndarray | None = None
+    rejected: list[str] = field(default_factory=list)
+
+
+def normalise(question: str) -> str:
+    """The text the exact path compares: lower case, single spaces, no closing punctuation."""
+    return " ".join(question.lower().split()).strip(" ?!.")
+
+
+def text_hash(question: str) -> str:
+    """Digest of the normalised question."""
+    return hashlib.sha256(normalise(question).encode()).hexdigest()[:32]
+
+
+def encode_vector(vector: np.ndarray) -> str:
+    """A float32 vector as base64 text (job records and Redis hashes are text)."""
+    return base64.b64encode(np.asarray(vector, dtype=np.float32).tobytes()).decode("ascii")
+
+
+def decode_vector(text: str) -> np.ndarray:
+    """The inverse of encode_vector."""
+    return np.frombuffer(base64.b64decode(text), dtype=np.float32).copy()
+
+
+class _ScopeIndex:
+    """HNSW over one scope's embeddings; removals are tombstones, rebuilt away when many."""
+
+    def __init__(self, dim: int) -> None:
+        self._dim = dim
+        self._reset()
+
+    def _reset(self) -> None:
+        self.index = faiss.IndexHNSWFlat(self._dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efSearch = HNSW_EF_SEARCH
+        self.index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        self.ids: list[str] = []
+        self.questions: list[str] = []
+        self.vectors: list[np.ndarray] = []
+        self.dead: set[int] = set()
+
+    @property
+    def live(self) -> int:
+        return len(self.ids) - len(self.dead)
+
+    def add(self, entries: list[tuple[str, str, np.ndarray]]) -> None:
+        if not entries:
+            return
+        matrix = np.stack([vector for _, _, vector in entries]).astype(np.float32)
+        self.index.add(matrix)
+        for entry_id, question, vector in entries:
+            self.ids.append(entry_id)
+            self.questions.append(question)
+            self.vectors.append(vector)
+
+    def search(self, vector: np.ndarray, count: int) -> Iterator[tuple[int, float]]:
+        if not self.ids:
+            return
+        wanted = min(len(self.ids), count + len(self.dead))
+        scores, positions = self.index.search(vector.reshape(1, -1).astype(np.float32), wanted)
+        found = 0
+        for position, score in zip(positions[0], scores[0], strict=True):
+            if position >= 0 and int(position) not in self.dead and found < count:
+                found += 1
+                yield int(position), float(score)
+
+    def drop(self, position: int) -> None:
+        self.dead.add(position)
+        if len(self.dead) > max(64, len(self.ids) // 2):
+            self._compact()
+
+    def _compact(self) -> None:
+        kept = [
+            (self.ids[i], self.questions[i], self.vectors[i])
+            for i in range(len(self.ids))
+            if i not in self.dead
+        ]
+        self._reset()
+        self.add(kept)
+
+
+def build_verifier(settings: CacheSettings, embedder: EmbedderLike) -> Verifier | None:
+    """The verification stage the settings ask for: the word guard, a CrossEncoder, or none."""
+    guard = None
+    if settings.verify:
+        tokenizer = getattr(embedder, "tokenizer", None)
+        vocabulary = set(tokenizer.get_vocab()) if tokenizer is not None else set()
+        guard = WordGuard(
+            WordVectors(embedder.encode), vocabulary.__contains__, settings.synonym_similarity
+        )
+    scorer = None
+    if settings.verifier_model:
+        from sentence_transformers import CrossEncoder
+
+        from shared.embedding import resolve_embedding_model
+
+        scorer = CrossEncoder(resolve_embedding_model(settings.verifier_model), device="cpu")
+    if guard is None and scorer is None:
+        return None
+    return Verifier(guard, scorer, settings.verifier_threshold)
+
+
+class SemanticCache:
+    """Exact, then semantic lookup of answers in the cache Redis; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        embedder: EmbedderLike,
+        redis_client_or_url: redis.Redis | str,
+        verifier: Verifier | None | str = "settings",
+    ) -> None:
+        """`verifier`: "settings" builds the stage CacheSettings describe; None turns it off."""
+        self.settings = settings
+        self.embedder = embedder
+        self.redis = self._client(redis_client_or_url)
+        self.verifier = build_verifier(settings, embedder) if verifier == "settings" else verifier
+        self._indexes: dict[str, _ScopeIndex] = {}
+        self._known: set[str] = set()
+        self._last_id = "0-0"
+        self._last_sync = 0.0
+        self._lock = threading.Lock()
+
+    def _client(self, client_or_url: redis.Redis | str) -> redis.Redis:
+        if not isinstance(client_or_url, str):
+            return client_or_url
+        timeout = self.settings.socket_timeout_seconds
+        return redis.Redis.from_url(
+            client_or_url,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+        )
+
+    # --- public API -----------------------------------------------------------------------
+    def lookup(self, query: str, scope: Scope) -> CacheLookup:
+        """Find an answer for `query` within `scope`: exact text first, then a verified
+        nearest neighbour. Never raises for cache Redis failures (they are misses)."""
+        if not self.settings.enabled:
+            return CacheLookup(hit=False)
+        result = self._guarded("lookup_exact", lambda: self._lookup_exact(query, scope), None)
+        if result is None:
+            result = self._lookup_semantic(query, scope)
+        self._count(result)
+        return result
+
+    def store(
+        self, query: str, scope: Scope, embedding: np.ndarray | None, payload: dict[str, Any]
+    ) -> str | None:
+        """Cache `payload` (a succeeded job's result; its `answer` must be non-empty) for
+        `query` in `scope`, for `ttl_seconds`. Returns the entry id, None when skipped."""
+        if not self.settings.enabled or not str(payload.get("answer") or "").strip():
+            return None
+        vector = embedding if embedding is not None else self.embedder.encode_one(query)
+        entry_id = uuid.uuid4().hex
+        return self._guarded(
+            "store", lambda: self._write(entry_id, query, scope, vector, payload), None
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Entries, hits (by path), misses, hit rate and errors, across every process."""
+        counts = self._guarded("stats", lambda: self.redis.hgetall(keys.CACHE_STATS), None)
+        reachable = counts is not None
+        if reachable:
+            self._guarded("sync", self._sync, None)
+        values = {name: int((counts or {}).get(name, 0)) for name in STATS_FIELDS}
+        hits = values["hits_exact"] + values["hits_semantic"]
+        total = hits + values["misses"]
+        errors = sum(
+            sample.value
+            for metric in CACHE_ERRORS.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+        return {
+            "enabled": self.settings.enabled,
+            "reachable": reachable,
+            "entries": self.size(),
+            "hits": hits,
+            **values,
+            "hit_rate": round(hits / total, 4) if total else 0.0,
+            "errors": int(errors),
+        }
+
+    def size(self) -> int:
+        """Entries this process's index holds (expired ones leave it as lookups meet them)."""
+        with self._lock:
+            return sum(index.live for index in self._indexes.values())
+
+    # --- exact path ------------------------------------------------------------------------
+    def _lookup_exact(self, query: str, scope: Scope) -> CacheLookup | None:
+        exact_key = keys.cache_exact(scope.key, text_hash(query))
+        entry_id = self.redis.get(exact_key)
+        if not entry_id:
+            return None
+        entry = self.redis.hgetall(keys.cache_entry(entry_id))
+        if not entry:
+            return None
+        return CacheLookup(
+            hit=True,
+            path=EXACT,
+            payload=json.loads(entry["payload"]),
+            similarity=1.0,
+            question=entry["question"],
+            entry_id=entry_id,
+        )
+
+    # --- semantic path ---------------------------------------------------------------------
+    def _lookup_semantic(self, query: str, scope: Scope) -> CacheLookup:
+        vector = self.embedder.encode_one(query)
+        if self._guarded("sync", self._sync_if_due, False) is False:
+            return CacheLookup(hit=False, embedding=vector)
+        rejected: list[str] = []
+        for entry_id, question, similarity, position in self._candidates(vector, scope):
+            verdict = self._verify(query, question)
+            if not verdict.same:
+                rejected.append(verdict.reason)
+                continue
+            entry = self._guarded("lookup_semantic", lambda e=entry_id: self._read(e), False)
+            if entry is False:
+                return CacheLookup(hit=False, embedding=vector, rejected=rejected)
+            if not entry:
+                self._drop(scope, position)
+                continue
+            return CacheLookup(
+                hit=True,
+                path=SEMANTIC,
+                payload=json.loads(entry["payload"]),
+                similarity=similarity,
+                question=question,
+                entry_id=entry_id,
+                embedding=vector,
+            )
+        return CacheLookup(hit=False, embedding=vector, rejected=rejected)
+
+    def _candidates(self, vector: np.ndarray, scope: Scope) -> list[tuple[str, str, float, int]]:
+        with self._lock:
+            index = self._indexes.get(scope.key)
+            if index is None:
+                return []
+            return [
+                (index.ids[position], index.questions[position], score, position)
+                for position, score in index.search(vector, self.settings.candidates)
+                if score >= self.settings.similarity_threshold
+            ]
+
+    def _verify(self, query: str, question: str) -> Verdict:
+        return Verdict(True) if self.verifier is None else self.verifier.check(query, question)
+
+    def _read(self, entry_id: str) -> dict[str, str]:
+        return self.redis.hgetall(keys.cache_entry(entry_id))
+
+    def _drop(self, scope: Scope, position: int) -> None:
+        with self._lock:
+            index = self._indexes[scope.key]
+            self._known.discard(index.ids[position])
+            index.drop(position)
+        CACHE_SIZE.set(self.size())
+
+    # --- writing and syncing ---------------------------------------------------------------
+    def _write(
+        self, entry_id: str, query: str, scope: Scope, vector: np.ndarray, payload: dict[str, Any]
+    ) -> str:
+        ttl = self.settings.ttl_seconds
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            keys.cache_entry(entry_id),
+            mapping={
+                "question": query,
+                "scope": scope.key,
+                "embedding": encode_vector(vector),
+                "payload": json.dumps(payload),
+                "created": f"{time.time():.3f}",
+            },
+        )
+        pipe.expire(keys.cache_entry(entry_id), ttl)
+        pipe.set(keys.cache_exact(scope.key, text_hash(query)), entry_id, ex=ttl)
+        min_id = f"{int((time.time() - ttl) * 1000)}-0"
+        pipe.xadd(
+            keys.CACHE_LOG, {"id": entry_id, "scope": scope.key}, minid=min_id, approximate=True
+        )
+        pipe.xtrim(keys.CACHE_LOG, maxlen=self.settings.max_entries, approximate=True)
+        pipe.execute()
+        return entry_id
+
+    def _sync_if_due(self) -> bool:
+        if time.monotonic() - self._last_sync >= self.settings.sync_interval_seconds:
+            self._sync()
+        return True
+
+    def _sync(self) -> None:
+        """Pull log entries added since the last sync into the per-scope indexes."""
+        with self._lock:
+            while True:
+                batch = self.redis.xread({keys.CACHE_LOG: self._last_id}, count=SYNC_BATCH)
+                messages = batch[0][1] if batch else []
+                if not messages:
+                    break
+                self._last_id = messages[-1][0]
+                self._index_entries([fields for _, fields in messages])
+                if len(messages) < SYNC_BATCH:
+                    break
+            self._last_sync = time.monotonic()
+        CACHE_SIZE.set(self.size())
+
+    def _index_entries(self, logged: list[dict[str, str]]) -> None:
+        fresh = [item for item in logged if item.get("id") and item["id"] not in self._known]
+        pipe = self.redis.pipeline(transaction=False)
+        for item in fresh:
+            pipe.hmget(keys.cache_entry(item["id"]), "question", "embedding")
+        by_scope: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+        for item, (question, embedding) in zip(fresh, pipe.execute(), strict=True):
+            if question is None or embedding is None:
+                continue
+            self._known.add(item["id"])
+            by_scope.setdefault(item["scope"], []).append(
+                (item["id"], question, decode_vector(embedding))
+            )
+        for scope_key, entries in by_scope.items():
+            self._indexes.setdefault(scope_key, _ScopeIndex(self.embedder.dim)).add(entries)
+
+    # --- bookkeeping -----------------------------------------------------------------------
+    def _count(self, result: CacheLookup) -> None:
+        if result.hit:
+            CACHE_HITS.labels(path=result.path).inc()
+            name = f"hits_{result.path}"
+        else:
+            CACHE_MISSES.inc()
+            name = "misses"
+        self._guarded("stats", lambda: self.redis.hincrby(keys.CACHE_STATS, name, 1), None)
+
+    def _guarded(self, op: str, action: Callable[[], Any], fallback: Any) -> Any:
+        """Run a cache Redis operation; on failure count it, log it and return `fallback`."""
+        try:
+            return action()
+        except redis.RedisError as error:
+            CACHE_ERRORS.labels(op=op).inc()
+            log.warning("cache redis %s failed: %s", op, error, extra={"cache_op": op})
+            return fallback
