@@ -51,11 +51,18 @@ class PipelineSettings(BaseSettings):
     dense_depth: int = Field(50, ge=1, le=1000, description="FAISS candidates fused by RRF.")
     sparse_depth: int = Field(50, ge=1, le=1000, description="BM25 candidates fused by RRF.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
+    rrf_dense_weight: float = Field(1.0, ge=0.0, description="Weight of the dense ranking in RRF.")
+    rrf_sparse_weight: float = Field(1.0, ge=0.0, description="Weight of the BM25 ranking in RRF.")
     reranker: str = Field("", description="CrossEncoder name or path; empty turns reranking off.")
     rerank_depth: int = Field(20, ge=1, le=200, description="Fused candidates the reranker scores.")
-    chunk_tokens: int = Field(200, ge=16, le=2048, description="Chunk size in embedding tokens.")
-    chunk_overlap: int = Field(40, ge=0, le=1024, description="Tokens shared by neighbouring chunks.")
+    chunk_tokens: int = Field(
+        128, ge=16, le=2048, description="Chunk size in embedding tokens (MiniLM was trained on 128)."
+    )
+    chunk_overlap: int = Field(32, ge=0, le=1024, description="Tokens shared by neighbouring chunks.")
     index_type: Literal["flat", "hnsw"] = Field("flat", description="FAISS index: exact or HNSW.")
+    index_titles: bool = Field(
+        False, description="Prefix each chunk's title to the text that is embedded and BM25-indexed."
+    )
     max_context_tokens: int = Field(1500, ge=64, description="Prompt budget for the passages.")
     prompt_version: str = Field("v1", description="Bumped when the prompt changes; scopes the cache.")
     backend: Literal["transformers", "fake"] = Field(

@@ -1,0 +1,113 @@
+"""The `ragq` command: build an index, ask locally, evaluate on SQuAD, print the settings."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shared.errors import RagqError
+from shared.settings import PipelineSettings, load_settings, settings_table
+
+
+class _Group(click.Group):
+    """Turns ragq's own errors into one line on stderr and a non-zero exit, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RagqError as error:
+            click.echo(f"ragq: error: {error}", err=True)
+            sys.exit(1)
+
+
+def _pipeline_settings(**overrides: Any) -> PipelineSettings:
+    settings = load_settings().pipeline
+    return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """ragq: retrieval-augmented question answering."""
+
+
+@main.command("index")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Index folder [PIPELINE_INDEX_DIR].",
+)
+def index_command(sources: tuple[Path, ...], out: Path | None) -> None:
+    """Chunk, embed and index SOURCES (folders of .md/.txt, SQuAD .json files)."""
+    from shared.embedding import Embedder
+    from worker.pipeline.index import build_index
+
+    settings = _pipeline_settings()
+    target = out or settings.index_dir
+    manifest = build_index(
+        list(sources), target, settings, Embedder(settings.embedding_model, "cpu")
+    )
+    click.echo(
+        f"indexed {manifest['chunk_count']} chunks from {manifest['document_count']} documents "
+        f"into {target} (index_version {manifest['index_version']})"
+    )
+
+
+@main.command("ask")
+@click.argument("question")
+@click.option("--local", is_flag=True, help="Run the pipeline in this process (no server).")
+@click.option(
+    "--top-k", type=int, default=None, help="Passages given to the generator [PIPELINE_TOP_K]."
+)
+def ask_command(question: str, local: bool, top_k: int | None) -> None:
+    """Answer QUESTION, printing tokens as they arrive, then the numbered sources."""
+    from worker.pipeline import load_pipeline
+    from worker.pipeline.types import Answer, TokenItem
+
+    if not local:
+        raise click.UsageError("only --local is available: it runs the pipeline in this process")
+    settings = _pipeline_settings()
+    pipeline = load_pipeline(settings)
+    for item in pipeline.stream(question, top_k or settings.top_k):
+        if isinstance(item, TokenItem):
+            click.echo(item.text, nl=False)
+        elif isinstance(item, Answer):
+            click.echo("\n\nSources:")
+            for number, source in enumerate(item.sources, start=1):
+                click.echo(
+                    f"[{number}] {source.title} ({source.chunk_id}, score {source.score:.4f})"
+                )
+
+
+@main.command("eval")
+@click.option(
+    "--squad", "squad", required=True, type=click.Path(path_type=Path), help="SQuAD-format JSON."
+)
+@click.option(
+    "--answers",
+    type=int,
+    default=0,
+    help="Also generate answers for the first N answerable questions.",
+)
+def eval_command(squad: Path, answers: int) -> None:
+    """Index SQUAD's paragraphs into a temporary index and print retrieval (and answer) metrics as JSON."""
+    from worker.pipeline.evaluation import run_eval
+
+    settings = _pipeline_settings()
+    with tempfile.TemporaryDirectory(prefix="ragq-eval-") as folder:
+        report = run_eval(
+            squad, settings.model_copy(update={"index_dir": Path(folder) / "index"}), answers
+        )
+    click.echo(json.dumps(report, indent=2))
+
+
+@main.command("settings")
+def settings_command() -> None:
+    """Print every setting, its default and meaning (markdown)."""
+    click.echo(settings_table())

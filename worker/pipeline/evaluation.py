@@ -1,0 +1,134 @@
+"""SQuAD evaluation: retrieval recall/MRR of the answer's paragraph, and answer EM / token F1."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from worker.pipeline.ingest import load_squad, squad_source
+from worker.pipeline.retrieval import Retriever
+from worker.pipeline.types import Answer
+
+RECALL_AT = (1, 5)
+MRR_AT = 10
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+@dataclass(frozen=True)
+class Question:
+    """An answerable SQuAD question and the paragraph (source) that holds its answer."""
+
+    text: str
+    source: str
+    answers: list[str]
+
+
+def answerable_questions(path: Path) -> list[Question]:
+    """The file's answerable questions in file order; sources match the index's SQuAD paragraphs."""
+    data = load_squad(path)
+    return [
+        Question(
+            qa["question"],
+            squad_source(path.name, a_index, p_index),
+            [a["text"] for a in qa["answers"]],
+        )
+        for a_index, article in enumerate(data["data"])
+        for p_index, paragraph in enumerate(article["paragraphs"])
+        for qa in paragraph["qas"]
+        if not qa.get("is_impossible") and qa.get("answers")
+    ]
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lowercase, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, truths: Sequence[str]) -> float:
+    return float(any(normalize_answer(prediction) == normalize_answer(truth) for truth in truths))
+
+
+def token_f1(prediction: str, truths: Sequence[str]) -> float:
+    """The best token-overlap F1 of `prediction` against any of the reference answers."""
+    return max(
+        (_f1(normalize_answer(prediction).split(), normalize_answer(t).split()) for t in truths),
+        default=0.0,
+    )
+
+
+def _f1(predicted: list[str], truth: list[str]) -> float:
+    common = sum((Counter(predicted) & Counter(truth)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(truth)
+    return 2 * precision * recall / (precision + recall)
+
+
+def first_rank(ranked_sources: Sequence[str], wanted: str) -> int | None:
+    """1-based rank of `wanted` in a ranking that may repeat sources (several chunks per paragraph)."""
+    seen: list[str] = []
+    for source in ranked_sources:
+        if source not in seen:
+            seen.append(source)
+            if source == wanted:
+                return len(seen)
+    return None
+
+
+def ranking_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
+    """recall@1, recall@5 and mrr@10 of a list of 1-based ranks (None: not retrieved)."""
+    if not ranks:
+        raise ValueError("no ranks to score")
+    metrics = {
+        f"recall@{k}": mean(1.0 if r is not None and r <= k else 0.0 for r in ranks)
+        for k in RECALL_AT
+    }
+    metrics[f"mrr@{MRR_AT}"] = mean(
+        1.0 / r if r is not None and r <= MRR_AT else 0.0 for r in ranks
+    )
+    return {name: round(value, 4) for name, value in metrics.items()}
+
+
+def evaluate_retrieval(
+    retriever: Retriever, questions: list[Question]
+) -> dict[str, dict[str, float]]:
+    """Ranking metrics of each stage: dense, sparse, hybrid (and hybrid_rerank with a reranker)."""
+    vectors = retriever.embedder.encode([q.text for q in questions])
+    sources = [chunk.source for chunk in retriever.index.chunks]
+    stages: dict[str, Callable[[int, Question], list[int]]] = {
+        "dense": lambda i, q: [row for row, _ in retriever.dense(vectors[i])],
+        "sparse": lambda i, q: [row for row, _ in retriever.sparse(q.text)],
+        "hybrid": lambda i, q: [c.row for c in retriever.fused(q.text, vectors[i])],
+    }
+    if retriever.reranker is not None:
+        stages["hybrid_rerank"] = lambda i, q: [
+            c.row for c in retriever.reranked(q.text, retriever.fused(q.text, vectors[i]))
+        ]
+    return {
+        name: ranking_metrics(
+            [
+                first_rank([sources[row] for row in rank(i, q)], q.source)
+                for i, q in enumerate(questions)
+            ]
+        )
+        for name, rank in stages.items()
+    }
+
+
+def evaluate_answers(answer: Callable[[str], Answer], questions: list[Question]) -> dict[str, Any]:
+    """Exact match and token F1 of generated answers, with mean time to first token and tokens/s."""
+    results = [(answer(q.text), q) for q in questions]
+    return {
+        "questions": len(results),
+        "exact_match": round(mean(exact_match(a.answer, q.answers) for a, q in results), 4),
+        "f1": round(mean(token_f1(a.answer, q.answers) for a, q in results), 4),
+        "mean_ttft_s": round(mean(a.ttft_s for a, _ in results), 3),
+        "mean_tokens_per_s": round(mean(a.tokens_per_s for a, _ in results), 2),
+    }

@@ -1,0 +1,147 @@
+"""Building and loading an index folder: chunks, FAISS, BM25 and a manifest, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from shared.embedding import Embedder
+from shared.errors import IndexBuildError
+from shared.settings import PipelineSettings
+from worker.pipeline.chunking import Chunk, chunk_documents
+from worker.pipeline.dense import DenseIndex
+from worker.pipeline.ingest import read_sources
+from worker.pipeline.sparse import SparseIndex
+
+MANIFEST = "manifest.json"
+CHUNKS = "chunks.jsonl"
+FORMAT = 1
+EMBED_BATCH = 64
+
+
+def indexed_text(chunk: Chunk, with_title: bool) -> str:
+    """What is embedded and BM25-indexed for a chunk: its title helps when the text omits the topic."""
+    return f"{chunk.title}\n{chunk.text}" if with_title else chunk.text
+
+
+@dataclass
+class CorpusIndex:
+    """A loaded index folder."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    chunks: list[Chunk]
+    dense: DenseIndex
+    sparse: SparseIndex
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["index_version"])
+
+    @classmethod
+    def load(cls, folder: Path) -> CorpusIndex:
+        """Read an index folder; IndexBuildError with the command to run when there is none."""
+        if not (folder / MANIFEST).is_file():
+            raise IndexBuildError(
+                f"no index at {folder}: build one with `ragq index data --out {folder}` (or `make index`)"
+            )
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            lines = (folder / CHUNKS).read_text(encoding="utf-8").splitlines()
+            chunks = [Chunk(**json.loads(line)) for line in lines]
+            return cls(folder, manifest, chunks, DenseIndex.load(folder), SparseIndex.load(folder))
+        except (OSError, ValueError, TypeError, RuntimeError) as error:
+            raise IndexBuildError(
+                f"index at {folder} is unreadable ({error}): rebuild it with `ragq index`"
+            ) from error
+
+
+def build_index(
+    sources: list[Path],
+    out: Path,
+    settings: PipelineSettings,
+    embedder: Embedder,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Chunk, embed and index `sources` into `out`, replacing it only once everything is written.
+
+    Returns the manifest. Raises IngestError naming a bad input; nothing is left at `out` then.
+    """
+    started = time.perf_counter()
+    documents = read_sources(sources)
+    chunks = chunk_documents(
+        documents, embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap
+    )
+    texts = [indexed_text(chunk, settings.index_titles) for chunk in chunks]
+    vectors = _embed(embedder, texts, progress)
+    manifest = _manifest(settings, embedder, chunks, len(documents))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    staging.chmod(0o755)
+    try:
+        _write(staging, chunks, vectors, texts, settings.index_type)
+        manifest["build_seconds"] = round(time.perf_counter() - started, 3)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _embed(embedder: Embedder, texts: list[str], progress: bool) -> np.ndarray:
+    batches = range(0, len(texts), EMBED_BATCH)
+    parts = [
+        embedder.encode(texts[i : i + EMBED_BATCH], batch_size=EMBED_BATCH)
+        for i in tqdm(batches, desc="embedding chunks", unit="batch", disable=not progress)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
+
+
+def _manifest(
+    settings: PipelineSettings, embedder: Embedder, chunks: list[Chunk], n_docs: int
+) -> dict[str, Any]:
+    used = settings.model_dump(
+        include={"chunk_tokens", "chunk_overlap", "index_type", "index_titles"}
+    )
+    digest = hashlib.sha256(json.dumps([embedder.model_id, used], sort_keys=True).encode())
+    for chunk in chunks:
+        digest.update(f"{chunk.chunk_id}\x00{chunk.title}\n".encode())
+    return {
+        "format": FORMAT,
+        "index_version": digest.hexdigest()[:16],
+        "embedding_model": embedder.model_id,
+        "embedding_dim": embedder.dim,
+        "chunk_count": len(chunks),
+        "document_count": n_docs,
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": used,
+    }
+
+
+def _write(
+    folder: Path, chunks: list[Chunk], vectors: np.ndarray, texts: list[str], index_type: str
+) -> None:
+    with (folder / CHUNKS).open("w", encoding="utf-8") as handle:
+        for chunk in chunks:
+            handle.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
+    DenseIndex.build(vectors, index_type).save(folder)
+    SparseIndex.build(texts).save(folder)
+
+
+def _replace(staging: Path, out: Path) -> None:
+    """Swap the finished folder in; an old index is moved aside first and removed after."""
+    retired = out.with_name(f".{out.name}.retired-{staging.name}")
+    if out.exists():
+        out.rename(retired)
+    staging.rename(out)
+    shutil.rmtree(retired, ignore_errors=True)

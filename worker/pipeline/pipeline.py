@@ -1,0 +1,96 @@
+"""The real pipeline: index, embedder, optional reranker and generator, loaded once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from shared.embedding import Embedder
+from shared.errors import IndexBuildError
+from shared.settings import PipelineSettings
+from worker.pipeline.generator import Generator, resolve_device
+from worker.pipeline.index import CorpusIndex
+from worker.pipeline.prompt import build_messages, fit_sources
+from worker.pipeline.retrieval import Reranker, Retriever
+from worker.pipeline.types import Answer, SourcesItem, StopCheck, StreamItem, TokenItem
+
+GIB = 1024**3
+
+
+def _never() -> bool:
+    return False
+
+
+class Pipeline:
+    """Retrieve, rerank, generate. Build it once per process; `stream()` per question."""
+
+    def __init__(self, settings: PipelineSettings) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        index = CorpusIndex.load(settings.index_dir)
+        if index.manifest["embedding_model"] != settings.embedding_model:
+            raise IndexBuildError(
+                f"index at {settings.index_dir} was built with embedding model "
+                f"{index.manifest['embedding_model']!r} but PIPELINE_EMBEDDING_MODEL is "
+                f"{settings.embedding_model!r}: rebuild it with `ragq index`"
+            )
+        reranker = Reranker(settings.reranker, self.device) if settings.reranker else None
+        self.retriever = Retriever(
+            index, Embedder(settings.embedding_model, self.device), settings, reranker
+        )
+        self.generator = Generator(settings)
+        self.index_version = index.version
+        self.model_id = self.generator.model_id
+        self.prompt_version = settings.prompt_version
+
+    def stream(
+        self, question: str, top_k: int, should_stop: StopCheck | None = None
+    ) -> Iterator[StreamItem]:
+        """Yield a SourcesItem, then TokenItems, then the Answer (always last, also when stopped)."""
+        retrieval = self.retriever.retrieve(question, top_k)
+        sources = fit_sources(
+            retrieval.sources, self.generator.tokenizer, self.settings.max_context_tokens
+        )
+        yield SourcesItem(
+            sources=sources, retrieval_s=retrieval.retrieval_s, rerank_s=retrieval.rerank_s
+        )
+        generation = self.generator.generate(
+            build_messages(question, sources), should_stop or _never
+        )
+        pieces: list[str] = []
+        for text in generation:
+            pieces.append(text)
+            yield TokenItem(text)
+        yield Answer(
+            answer="".join(pieces).strip(),
+            sources=sources,
+            prompt_tokens=generation.prompt_tokens,
+            generated_tokens=generation.generated_tokens,
+            retrieval_s=retrieval.retrieval_s,
+            rerank_s=retrieval.rerank_s,
+            ttft_s=generation.ttft_s,
+            generation_s=generation.generation_s,
+            stopped=generation.stopped,
+        )
+
+    def query(self, question: str, top_k: int) -> Answer:
+        """Answer in one call."""
+        *_, last = self.stream(question, top_k)
+        assert isinstance(last, Answer)
+        return last
+
+    def device_report(self) -> dict[str, Any]:
+        """device, cuda_available, model_on_device, vram_used_gb, vram_total_gb."""
+        cuda = torch.cuda.is_available()
+        model_device = self.generator.model.device.type
+        return {
+            "device": self.device,
+            "cuda_available": cuda,
+            "model_on_device": model_device == self.device,
+            "vram_used_gb": round(torch.cuda.memory_allocated() / GIB, 3) if cuda else 0.0,
+            "vram_total_gb": round(torch.cuda.get_device_properties(0).total_memory / GIB, 3)
+            if cuda
+            else 0.0,
+        }

@@ -1,0 +1,64 @@
+"""The generator's prompt: numbered sources within a token budget, and an instruction to use only them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Protocol
+
+from worker.pipeline.types import Source
+
+SYSTEM = (
+    "You answer questions using only the numbered sources you are given. "
+    "Answer briefly and cite the sources you used by number, like [1]. "
+    "If the sources do not contain the answer, say that you do not know."
+)
+MIN_PASSAGE_TOKENS = 32  # a passage cut shorter than this is more noise than help
+
+
+class TextTokenizer(Protocol):
+    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+
+
+def source_block(number: int, source: Source) -> str:
+    return f"[{number}] {source.title}\n{source.text}"
+
+
+def fit_sources(sources: Sequence[Source], tokenizer: TextTokenizer, budget: int) -> list[Source]:
+    """The leading sources whose blocks fit `budget` tokens; the first that overflows is cut to fit."""
+    kept: list[Source] = []
+    left = budget
+    for source in sources:
+        cost = len(tokenizer.encode(source_block(len(kept) + 1, source), add_special_tokens=False))
+        if cost <= left:
+            kept.append(source)
+            left -= cost
+            continue
+        header = len(
+            tokenizer.encode(
+                source_block(len(kept) + 1, replace(source, text="")), add_special_tokens=False
+            )
+        )
+        room = left - header
+        if room >= MIN_PASSAGE_TOKENS:
+            ids = tokenizer.encode(source.text, add_special_tokens=False)[:room]
+            kept.append(
+                replace(source, text=tokenizer.decode(ids, skip_special_tokens=True).strip())
+            )
+        break
+    return kept
+
+
+def build_messages(question: str, sources: Sequence[Source]) -> list[dict[str, str]]:
+    """Chat messages: the instruction, then the numbered sources and the question."""
+    blocks = "\n\n".join(
+        source_block(number, source) for number, source in enumerate(sources, start=1)
+    )
+    user = (
+        f"Sources:\n\n{blocks}\n\nQuestion: {question}"
+        if sources
+        else f"Sources: none.\n\nQuestion: {question}"
+    )
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]

@@ -1,0 +1,141 @@
+"""Hybrid retrieval: FAISS and BM25 candidates fused by reciprocal rank fusion, optionally reranked."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from shared.embedding import Embedder
+from shared.errors import ModelError
+from shared.settings import PipelineSettings
+from worker.pipeline.index import CorpusIndex, indexed_text
+from worker.pipeline.types import Source
+
+
+def rrf(
+    rankings: list[list[int]], k: int, weights: list[float] | None = None
+) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion: each list adds weight / (k + rank) to its items; best first, ties by id."""
+    weights = weights if weights is not None else [1.0] * len(rankings)
+    if len(weights) != len(rankings):
+        raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
+    fused: dict[int, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, item in enumerate(ranking, start=1):
+            fused[item] = fused.get(item, 0.0) + weight / (k + rank)
+    return sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A chunk row with the score each stage gave it (None where the stage did not see it)."""
+
+    row: int
+    rrf: float
+    dense: float | None = None
+    sparse: float | None = None
+    rerank: float | None = None
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    sources: list[Source]
+    retrieval_s: float
+    rerank_s: float
+
+
+class Reranker:
+    """A sentence-transformers CrossEncoder scoring (question, passage) pairs."""
+
+    def __init__(self, name: str, device: str) -> None:
+        from sentence_transformers import CrossEncoder
+
+        path = Path(name).expanduser()
+        try:
+            self._model = CrossEncoder(str(path) if path.exists() else name, device=device)
+        except (OSError, ValueError) as error:
+            raise ModelError(
+                f"cannot load reranker {name!r} (PIPELINE_RERANKER): {error}"
+            ) from error
+        self.name = name
+
+    def scores(self, question: str, passages: list[str]) -> list[float]:
+        if not passages:
+            return []
+        values = self._model.predict(
+            [(question, passage) for passage in passages], show_progress_bar=False
+        )
+        return [float(value) for value in np.asarray(values).reshape(-1)]
+
+
+class Retriever:
+    """Dense + sparse + RRF (+ rerank) over one loaded index."""
+
+    def __init__(
+        self,
+        index: CorpusIndex,
+        embedder: Embedder,
+        settings: PipelineSettings,
+        reranker: Reranker | None = None,
+    ) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.settings = settings
+        self.reranker = reranker
+        self._titles = bool(index.manifest.get("settings", {}).get("index_titles", False))
+
+    def passage(self, row: int) -> str:
+        return indexed_text(self.index.chunks[row], self._titles)
+
+    def dense(self, vector: np.ndarray) -> list[tuple[int, float]]:
+        return self.index.dense.search(vector, self.settings.dense_depth)
+
+    def sparse(self, question: str) -> list[tuple[int, float]]:
+        return self.index.sparse.search(question, self.settings.sparse_depth)
+
+    def fused(self, question: str, vector: np.ndarray | None = None) -> list[Candidate]:
+        """Every candidate of either list, by weighted RRF score."""
+        vector = self.embedder.encode_one(question) if vector is None else vector
+        dense, sparse = dict(self.dense(vector)), dict(self.sparse(question))
+        weights = [self.settings.rrf_dense_weight, self.settings.rrf_sparse_weight]
+        fused = rrf([list(dense), list(sparse)], self.settings.rrf_k, weights)
+        return [Candidate(row, score, dense.get(row), sparse.get(row)) for row, score in fused]
+
+    def reranked(self, question: str, candidates: list[Candidate]) -> list[Candidate]:
+        """The first `rerank_depth` candidates ordered by the cross-encoder, the rest after them."""
+        if self.reranker is None:
+            return candidates
+        head, tail = (
+            candidates[: self.settings.rerank_depth],
+            candidates[self.settings.rerank_depth :],
+        )
+        scores = self.reranker.scores(question, [self.passage(c.row) for c in head])
+        scored = [replace(c, rerank=s) for c, s in zip(head, scores, strict=True)]
+        return sorted(scored, key=lambda c: -(c.rerank or 0.0)) + tail
+
+    def retrieve(self, question: str, top_k: int) -> Retrieval:
+        """The `top_k` best chunks as Sources, with the time each stage took."""
+        started = time.perf_counter()
+        candidates = self.fused(question)
+        fused_at = time.perf_counter()
+        candidates = self.reranked(question, candidates)
+        reranked_at = time.perf_counter()
+        sources = [self._source(c) for c in candidates[:top_k]]
+        return Retrieval(sources, fused_at - started, reranked_at - fused_at)
+
+    def _source(self, candidate: Candidate) -> Source:
+        chunk = self.index.chunks[candidate.row]
+        score = candidate.rerank if candidate.rerank is not None else candidate.rrf
+        return Source(
+            chunk_id=chunk.chunk_id,
+            title=chunk.title,
+            text=chunk.text,
+            score=score,
+            dense=candidate.dense,
+            sparse=candidate.sparse,
+            rrf=candidate.rrf,
+            rerank=candidate.rerank,
+        )

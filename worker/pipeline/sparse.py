@@ -1,0 +1,60 @@
+"""BM25 over normalised terms: lowercase, punctuation stripped, stopwords dropped, Snowball stems."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import snowballstemmer
+from rank_bm25 import BM25Okapi
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+# A short English list: function words that carry no topic, so BM25 weighs what does.
+STOPWORDS = frozenset(
+    ["a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves", "s", "t"]
+)
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> snowballstemmer.stemmer:
+    return snowballstemmer.stemmer("english")
+
+
+def terms(text: str) -> list[str]:
+    """The BM25 terms of `text`."""
+    words = [word for word in _WORD.findall(text.lower()) if word not in STOPWORDS]
+    return list(_stemmer().stemWords(words))
+
+
+class SparseIndex:
+    """rank-bm25's Okapi BM25 over the chunks' terms; persisted as the term lists (no pickle)."""
+
+    FILE = "bm25.json"
+
+    def __init__(self, corpus_terms: list[list[str]]) -> None:
+        self.corpus_terms = corpus_terms
+        self._bm25 = BM25Okapi([doc or ["\x00"] for doc in corpus_terms])
+
+    @classmethod
+    def build(cls, texts: list[str]) -> SparseIndex:
+        return cls([terms(text) for text in texts])
+
+    def search(self, query: str, depth: int) -> list[tuple[int, float]]:
+        """(row, score) of the best `depth` chunks sharing a term with the query, best first."""
+        query_terms = terms(query)
+        if not query_terms:
+            return []
+        scores = self._bm25.get_scores(query_terms)
+        order = np.argsort(-scores, kind="stable")[:depth]
+        return [(int(row), float(scores[row])) for row in order if scores[row] > 0]
+
+    def save(self, folder: Path) -> None:
+        (folder / self.FILE).write_text(json.dumps(self.corpus_terms), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> SparseIndex:
+        return cls(json.loads((folder / cls.FILE).read_text(encoding="utf-8")))
