@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shared.settings import GROUPS, env_name, load_settings
-from tests.deploy.conftest import (
+from tests.deploy.files import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
     env_example,

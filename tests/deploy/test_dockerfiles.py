@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import COMPOSE_DIR, tool
+from tests.deploy.files import COMPOSE_DIR, tool
 
 WEB = COMPOSE_DIR / "Dockerfile.web"
 WORKER = COMPOSE_DIR / "Dockerfile.worker"

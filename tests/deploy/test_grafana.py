@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from tests.deploy.conftest import COMPOSE_DIR, DASHBOARD, load_compose
-from tests.deploy.test_prometheus import promtool
+from tests.deploy.files import COMPOSE_DIR, DASHBOARD, dashboard_queries, load_compose, promtool
 
 DATASOURCES = COMPOSE_DIR / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS = COMPOSE_DIR / "grafana" / "provisioning" / "dashboards" / "ragq.yml"
@@ -20,13 +18,6 @@ REQUIRED_METRICS = {
     "rag_errors_total", "rag_retrieval_seconds_bucket", "rag_generation_seconds_bucket",
     "rag_queue_depth", "rag_time_to_first_token_seconds_bucket",
 }
-
-
-def dashboard_queries() -> dict[str, str]:
-    """Every PromQL expression of the dashboard, keyed `panel title / refId`."""
-    panels: list[dict[str, Any]] = json.loads(DASHBOARD.read_text())["panels"]
-    return {f"{panel['title']} / {target['refId']}": target["expr"]
-            for panel in panels for target in panel["targets"]}
 
 
 def test_has_the_required_panels() -> None:

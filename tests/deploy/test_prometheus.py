@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import yaml
 
-from tests.deploy.conftest import ALERT_RULES, PROMETHEUS_CONFIG, tool
+from tests.deploy.files import ALERT_RULES, PROMETHEUS_CONFIG, alert_rules, promtool
 
-PROMTOOL_HINT = "apt-get install prometheus (make install does it when run as root)"
 ALERT_TESTS = Path(__file__).parent / "promtool" / "alerts_test.yml"
 REQUIRED_ALERTS = {
     "RagqNoWorkerOnline", "RagqQueueDepthHigh", "RagqP95LatencyHigh",
     "RagqErrorRateHigh", "RagqBreakerOpen", "RagqCacheRedisDown",
 }
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run Prometheus's own checker."""
-    return subprocess.run([tool("promtool", PROMTOOL_HINT), *args],
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_promtool_accepts_the_config() -> None:
@@ -47,8 +39,7 @@ def test_promtool_rejects_a_bad_expression(tmp_path: Path) -> None:
 
 
 def test_every_required_alert_exists_with_a_runbook() -> None:
-    groups = yaml.safe_load(ALERT_RULES.read_text())["groups"]
-    rules = [rule for group in groups for rule in group["rules"]]
+    rules = alert_rules()
     assert {rule["alert"] for rule in rules} == REQUIRED_ALERTS
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}
