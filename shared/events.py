@@ -1,0 +1,386 @@
+"""A job's events: appended to its bounded stream and published live, replayed to late readers.
+
+Every event is one JSON object `{"seq", "type", "job_id", "ts", ...payload}`. One Lua script
+allocates the gap-free `seq`, appends to the stream (entry id `<seq>-1`, so XRANGE by seq is
+a plain range) and publishes, so seq order == stream order == publish order.
+
+EventHub choice: one `PSUBSCRIBE ragq:events:*` per process. The hub never sends a command
+after start-up, so the listening thread owns its connection alone (no write/read races, no
+per-job SUBSCRIBE round trip before a reader can start), at the price of every process seeing
+every job's events: a few dozen small messages per second per GPU worker, far below what one
+connection and one json.loads per message cost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import redis
+
+from shared import keys
+from shared.errors import BrokerUnavailable, JobNotFound
+from shared.settings import JobSettings
+
+log = logging.getLogger(__name__)
+
+STATUS = "status"
+SOURCES = "sources"
+TOKEN = "token"
+DONE = "done"
+ERROR = "error"
+TYPES = frozenset({STATUS, SOURCES, TOKEN, DONE, ERROR})
+TERMINAL = frozenset({DONE, ERROR})
+
+STREAM_FIELD = "e"
+SEQ_FIELD = "last_seq"  # field of the job hash holding the last allocated seq
+
+# A Lua function, shared by every script that emits: allocates seq, XADD, EXPIRE, PUBLISH.
+EMIT_FUNCTION = f"""
+local function emit(job, stream, channel, body, maxlen, ttl)
+  local seq = redis.call('HINCRBY', job, '{SEQ_FIELD}', 1)
+  local event = '{{"seq": ' .. seq .. ', ' .. body
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-1', '{STREAM_FIELD}', event)
+  redis.call('EXPIRE', stream, ttl)
+  redis.call('PUBLISH', channel, event)
+  return seq
+end
+"""
+
+_EMIT_SCRIPT = EMIT_FUNCTION + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return emit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+"""
+
+HUB_READY_TIMEOUT = 5.0
+HUB_POLL_SECONDS = 1.0
+HUB_RETRY_SECONDS = 0.5
+RESYNC_SECONDS = 5.0
+DEFAULT_PING_SECONDS = 20.0
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+
+def event_body(job_id: str, type_: str, payload: dict[str, Any]) -> str:
+    """The event's JSON without its opening brace; the emit script prepends `{"seq": n, `."""
+    if type_ not in TYPES:
+        raise ValueError(f"unknown event type {type_!r}; expected one of {sorted(TYPES)}")
+    return json.dumps({"type": type_, "job_id": job_id, "ts": time.time(), **payload})[1:]
+
+
+class EventLog:
+    """Appends a job's events to its stream and publishes them, atomically, with a gap-free seq."""
+
+    def __init__(self, redis_client: redis.Redis, settings: JobSettings) -> None:
+        self.redis = redis_client
+        self.settings = settings
+        self._emit = redis_client.register_script(_EMIT_SCRIPT)
+
+    def emit(self, job_id: str, type_: str, **payload: Any) -> int:
+        """Record one event; returns its seq. JobNotFound when the job record is gone."""
+        args = [keys.job_channel(job_id), event_body(job_id, type_, payload),
+                self.settings.stream_maxlen, self.settings.retention_seconds]
+        try:
+            seq = int(self._emit(keys=[keys.job(job_id), keys.job_events(job_id)], args=args))
+        except REDIS_ERRORS as error:
+            raise BrokerUnavailable(f"cannot emit {type_} event: {error}") from error
+        if seq < 0:
+            raise JobNotFound(job_id)
+        return seq
+
+
+def replay(redis_client: redis.Redis, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+    """The job's stored events with seq > `after`, in order."""
+    try:
+        entries = redis_client.xrange(keys.job_events(job_id), min=str(after + 1), max="+")
+    except REDIS_ERRORS as error:
+        raise BrokerUnavailable(f"cannot read events of {job_id}: {error}") from error
+    return [json.loads(fields[STREAM_FIELD]) for _, fields in entries]
+
+
+class Subscription:
+    """A reader's queue of one job's live events, fed by the hub's thread."""
+
+    def __init__(self, job_id: str, on_close: Callable[[Subscription], None]) -> None:
+        self.job_id = job_id
+        self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._missed = threading.Event()
+        self._on_close = on_close
+
+    def put(self, event: dict[str, Any]) -> None:
+        self._queue.put(event)
+
+    def mark_missed(self) -> None:
+        """The hub lost its connection: live events may have been dropped; replay from the stream."""
+        self._missed.set()
+
+    def take_missed(self) -> bool:
+        """True once after the hub reconnected since the last call."""
+        missed = self._missed.is_set()
+        self._missed.clear()
+        return missed
+
+    def get(self, timeout: float) -> dict[str, Any] | None:
+        """The next live event, or None after `timeout` seconds."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self._on_close(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventHub:
+    """One pattern subscription per process, dispatching each job's events to its subscribers.
+
+    The listening thread starts on the first `subscribe()` (and again in a forked child, so a
+    hub made before gunicorn forks still works); it reconnects when Redis drops and then tells
+    every subscription to replay what it may have missed.
+    """
+
+    def __init__(self, redis_source: str | redis.ConnectionPool) -> None:
+        if isinstance(redis_source, str):
+            self._client = redis.Redis.from_url(redis_source, decode_responses=True)
+        else:
+            self._client = redis.Redis(connection_pool=redis_source)
+        self._subs: dict[str, set[Subscription]] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self._pid = -1
+        self._thread: threading.Thread | None = None
+
+    def subscribe(self, job_id: str) -> Subscription:
+        """Start receiving `job_id`'s live events; active when this returns."""
+        self._ensure_started()
+        if not self._ready.wait(HUB_READY_TIMEOUT):
+            raise BrokerUnavailable("event hub cannot subscribe: broker Redis unreachable")
+        sub = Subscription(job_id, self._remove)
+        with self._lock:
+            self._subs.setdefault(job_id, set()).add(sub)
+        return sub
+
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return sum(len(subs) for subs in self._subs.values())
+
+    def stop(self) -> None:
+        """Stop the listening thread (tests, shutdown)."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=HUB_POLL_SECONDS * 3)
+
+    def _remove(self, sub: Subscription) -> None:
+        with self._lock:
+            subs = self._subs.get(sub.job_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[sub.job_id]
+
+    def _ensure_started(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+                return
+            if self._pid != os.getpid():
+                self._client.connection_pool.reset()
+                self._subs.clear()
+            self._pid = os.getpid()
+            self._ready.clear()
+            self._stopped.clear()
+            self._thread = threading.Thread(target=self._run, name="ragq-event-hub", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._listen()
+            except REDIS_ERRORS + (OSError,) as error:
+                log.warning("event hub lost the broker, reconnecting", extra={"error": str(error)})
+            self._ready.clear()
+            self._mark_all_missed()
+            self._stopped.wait(HUB_RETRY_SECONDS)
+
+    def _listen(self) -> None:
+        pubsub = self._client.pubsub()
+        try:
+            pubsub.psubscribe(keys.EVENTS_PATTERN)
+            while not self._stopped.is_set():
+                message = pubsub.get_message(timeout=HUB_POLL_SECONDS)
+                if message is None:
+                    continue
+                if message["type"] == "psubscribe":
+                    self._mark_all_missed()
+                    self._ready.set()
+                elif message["type"] == "pmessage":
+                    self._dispatch(json.loads(message["data"]))
+        finally:
+            pubsub.close()
+
+    def _dispatch(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            subs = list(self._subs.get(event.get("job_id", ""), ()))
+        for sub in subs:
+            sub.put(event)
+
+    def _mark_all_missed(self) -> None:
+        with self._lock:
+            subs = [sub for group in self._subs.values() for sub in group]
+        for sub in subs:
+            sub.mark_missed()
+
+
+def read_events(
+    redis_client: redis.Redis,
+    job_id: str,
+    after: int = 0,
+    hub: EventHub | None = None,
+    ping: Callable[[], None] | None = None,
+    idle_timeout: float | None = None,
+    ping_interval: float = DEFAULT_PING_SECONDS,
+) -> Iterator[dict[str, Any]]:
+    """Every event of `job_id` with seq > `after`, each exactly once, in order; ends after done/error.
+
+    Checks the job exists before returning (JobNotFound otherwise, raised here, not on the first
+    `next()`). The iterator subscribes first, then replays the stream, then yields live events,
+    filling any gap from the stream. `ping` is called after `ping_interval` seconds without an
+    event (a WebSocket keep-alive; it may raise to end the stream); with `idle_timeout` the
+    iterator ends after that many seconds without an event. Without a hub it opens a private
+    subscription (one connection per reader: fine for scripts, not for a web process).
+    """
+    try:
+        exists = redis_client.exists(keys.job(job_id), keys.job_events(job_id))
+    except REDIS_ERRORS as error:
+        raise BrokerUnavailable(f"cannot read job {job_id}: {error}") from error
+    if not exists:
+        raise JobNotFound(job_id)
+    sub = hub.subscribe(job_id) if hub is not None else PrivateSubscription(redis_client, job_id)
+    return _follow(redis_client, sub, after, ping, idle_timeout, ping_interval)
+
+
+def _follow(
+    redis_client: redis.Redis,
+    sub: Subscription | PrivateSubscription,
+    after: int,
+    ping: Callable[[], None] | None,
+    idle_timeout: float | None,
+    ping_interval: float,
+) -> Iterator[dict[str, Any]]:
+    reader = _OrderedReader(redis_client, sub.job_id, after)
+    wait = min(ping_interval, RESYNC_SECONDS, idle_timeout or RESYNC_SECONDS)
+    last_event = last_ping = time.monotonic()
+    with sub:
+        yield from reader.replay()
+        while not reader.finished:
+            event = sub.get(timeout=wait)
+            now = time.monotonic()
+            if event is not None:
+                fresh = reader.accept(event)
+            else:
+                fresh = reader.replay()
+            if sub.take_missed():
+                fresh += reader.replay()
+            if fresh:
+                last_event = now
+                yield from fresh
+                continue
+            if idle_timeout is not None and now - last_event >= idle_timeout:
+                return
+            if ping is not None and now - max(last_event, last_ping) >= ping_interval:
+                ping()
+                last_ping = now
+
+
+class _OrderedReader:
+    """Turns live events plus stream replays into each event exactly once, in seq order."""
+
+    def __init__(self, redis_client: redis.Redis, job_id: str, after: int) -> None:
+        self.redis = redis_client
+        self.job_id = job_id
+        self.last = after
+        self.finished = False
+
+    def replay(self) -> list[dict[str, Any]]:
+        """Stored events after the last one yielded (catch-up, gap fill, resync)."""
+        if self.finished:
+            return []
+        return self._take(replay(self.redis, self.job_id, self.last))
+
+    def accept(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """A live event: a duplicate yields nothing, the next one itself, a later one the gap too."""
+        seq = int(event["seq"])
+        if seq <= self.last or self.finished:
+            return []
+        if seq == self.last + 1:
+            return self._take([event])
+        return self.replay()
+
+    def _take(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        taken = []
+        for event in events:
+            if event["seq"] != self.last + 1:
+                break  # a hole the stream cannot fill (trimmed): stop at it rather than reorder
+            taken.append(event)
+            self.last = event["seq"]
+            if event["type"] in TERMINAL:
+                self.finished = True
+                break
+        return taken
+
+
+class PrivateSubscription:
+    """A subscription on its own connection to one job's channel (scripts, wait_final without hub)."""
+
+    def __init__(self, redis_client: redis.Redis, job_id: str) -> None:
+        self.job_id = job_id
+        self._pubsub = redis_client.pubsub()
+        try:
+            self._pubsub.subscribe(keys.job_channel(job_id))
+            self._await_confirmation()
+        except REDIS_ERRORS as error:
+            self._pubsub.close()
+            raise BrokerUnavailable(f"cannot subscribe to {job_id}: {error}") from error
+
+    def _await_confirmation(self) -> None:
+        # Replaying before the server confirms could miss an event published in between.
+        deadline = time.monotonic() + HUB_READY_TIMEOUT
+        while time.monotonic() < deadline:
+            message = self._pubsub.get_message(timeout=HUB_POLL_SECONDS)
+            if message is not None and message["type"] == "subscribe":
+                return
+        raise redis.TimeoutError("no subscribe confirmation from the broker")
+
+    def get(self, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                message = self._pubsub.get_message(timeout=left)
+            except REDIS_ERRORS:
+                return None  # the caller replays from the stream after a quiet period
+            if message is not None and message["type"] == "message":
+                return dict(json.loads(message["data"]))
+        return None
+
+    def take_missed(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._pubsub.close()
+
+    def __enter__(self) -> PrivateSubscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,490 @@
+"""Job records: a Redis hash per job, changed only through the state machine, atomically.
+
+Every change of status is one Lua script that compares-and-sets (status, attempt), updates the
+queued/running indexes, the lease and the final-status counters, and emits the matching event
+(`status`, or `done`/`error` carrying the final record) in the same step, so a reader can never
+see a final record without its terminal event or the other way round.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+
+from shared import events, keys, metrics
+from shared.errors import BrokerUnavailable, InvalidTransition, JobNotFound
+from shared.events import REDIS_ERRORS, EventHub, EventLog, PrivateSubscription, Subscription
+from shared.settings import Settings
+
+
+log = logging.getLogger(__name__)
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.EXPIRED})
+
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED, Status.EXPIRED}),
+    # running -> queued only when a worker died and the job is delivered again
+    Status.RUNNING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.QUEUED}),
+}
+
+METRIC_FIELDS = (
+    "queue_wait_s", "retrieval_s", "rerank_s", "ttft_s", "generation_s", "prompt_tokens",
+    "generated_tokens", "tokens_per_s", "cost_eur", "cached", "cache_similarity",
+)
+JSON_FIELDS = ("result", "error", "metrics")
+CANCEL_FIELD = "cancel"
+LEASE_SEPARATOR = "|"
+WAIT_RECHECK_SECONDS = 1.0
+CAS_RETRIES = 5
+
+_TRANSITION_SCRIPT = events.EMIT_FUNCTION + """
+local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+if not cur[1] then return -1 end
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return 0 end
+local to, id = ARGV[3], ARGV[4]
+if #ARGV > 13 then redis.call('HSET', KEYS[1], unpack(ARGV, 14)) end
+redis.call('HSET', KEYS[1], 'status', to)
+redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', KEYS[4], id)
+if to == 'queued' then redis.call('ZADD', KEYS[3], ARGV[13], id) end
+if to == 'running' then
+  redis.call('ZADD', KEYS[4], ARGV[5], id)
+  redis.call('SET', KEYS[6], ARGV[10], 'PX', ARGV[11])
+else
+  redis.call('DEL', KEYS[6])
+end
+if ARGV[12] == '1' then
+  redis.call('HINCRBY', KEYS[5], to, 1)
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+end
+return emit(KEYS[1], KEYS[2], ARGV[7], ARGV[8], ARGV[9], ARGV[6])
+"""
+
+_FLAG_IF_RUNNING_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], '1')
+return 1
+"""
+
+_RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def broker_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn Redis connection and timeout errors into BrokerUnavailable (the web answers 503)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except REDIS_ERRORS as error:
+            raise BrokerUnavailable(f"broker Redis unavailable: {error}") from error
+
+    return wrapper
+
+
+def valid_job_id(job_id: object) -> bool:
+    """True for a canonical UUID string (the only ids ragq hands out)."""
+    if not isinstance(job_id, str):
+        return False
+    try:
+        return str(uuid.UUID(job_id)) == job_id
+    except ValueError:
+        return False
+
+
+def lease_value(node: str, attempt: int) -> str:
+    return f"{node}{LEASE_SEPARATOR}{attempt}"
+
+
+def lease_node(value: str) -> str:
+    return value.rsplit(LEASE_SEPARATOR, 1)[0]
+
+
+def _float_or_none(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+def view(raw: dict[str, str], queue_position: int | None = None) -> dict[str, Any]:
+    """The record as clients see it (the owner, lease and cancel flag stay inside)."""
+    parsed = {name: json.loads(raw[name]) if raw.get(name) else None for name in JSON_FIELDS}
+    return {
+        "id": raw["id"],
+        "status": raw["status"],
+        "query": raw["query"],
+        "top_k": int(raw["top_k"]),
+        "created_at": float(raw["created_at"]),
+        "started_at": _float_or_none(raw.get("started_at")),
+        "finished_at": _float_or_none(raw.get("finished_at")),
+        "attempt": int(raw.get("attempt", 0)),
+        "request_id": raw.get("request_id", ""),
+        "queue_position": queue_position if raw["status"] == Status.QUEUED else None,
+        "result": parsed["result"],
+        "error": parsed["error"],
+        "metrics": {name: None for name in METRIC_FIELDS} | (parsed["metrics"] or {}),
+    }
+
+
+def _event_for(record: dict[str, Any], reason: str) -> tuple[str, dict[str, Any]]:
+    """The event a transition into `record["status"]` emits."""
+    status = record["status"]
+    if status == Status.SUCCEEDED or status == Status.CANCELLED:
+        return events.DONE, {"job": record}
+    if status in FINAL:
+        return events.ERROR, {"error": record["error"], "job": record}
+    payload: dict[str, Any] = {"status": status, "attempt": record["attempt"],
+                               "redelivered": record["attempt"] > 1}
+    if reason:
+        payload["reason"] = reason
+    return events.STATUS, payload
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker got when it tried to take a job: run it, or why not."""
+
+    outcome: str  # "run", or "drop" / "expired" / "failed": nothing to run
+    record: dict[str, Any] | None
+    reason: str = ""
+
+    @property
+    def run(self) -> bool:
+        return self.outcome == "run"
+
+
+class JobStore:
+    """Job records on the broker Redis (a client with decode_responses=True)."""
+
+    def __init__(self, redis_client: redis.Redis, settings: Settings, hub: EventHub | None = None) -> None:
+        self.redis = redis_client
+        self.settings = settings
+        self.jobs = settings.jobs
+        self.events = EventLog(redis_client, settings.jobs)
+        self.hub = hub
+        self._transition = redis_client.register_script(_TRANSITION_SCRIPT)
+        self._flag = redis_client.register_script(_FLAG_IF_RUNNING_SCRIPT)
+        self._renew = redis_client.register_script(_RENEW_SCRIPT)
+
+    # --- clients' API -------------------------------------------------------------------
+    @broker_errors
+    def create(self, *, owner: str, query: str, top_k: int, request_id: str) -> dict[str, Any]:
+        """A new queued job owned by `owner`; emits status `queued` (seq 1)."""
+        job_id = str(uuid.uuid4())
+        now = time.time()
+        raw = {"id": job_id, "owner": owner, "status": Status.QUEUED.value, "query": query,
+               "top_k": str(top_k), "created_at": repr(now), "attempt": "0", "request_id": request_id}
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.job(job_id), mapping=raw)
+            pipe.expire(keys.job(job_id), self.jobs.retention_seconds)
+            pipe.zadd(keys.QUEUED, {job_id: now})
+            pipe.zadd(keys.owner_jobs(owner), {job_id: now})
+            pipe.zremrangebyscore(keys.owner_jobs(owner), "-inf", now - self.jobs.retention_seconds)
+            pipe.expire(keys.owner_jobs(owner), self.jobs.retention_seconds)
+            pipe.execute()
+        self.events.emit(job_id, events.STATUS, status=Status.QUEUED.value, attempt=0)
+        return view(raw, self.queue_position(job_id))
+
+    @broker_errors
+    def get(self, job_id: str, owner: str | None = None) -> dict[str, Any]:
+        """The job's record; JobNotFound for unknown ids and for another owner's job."""
+        raw = self._raw(job_id, owner)
+        if raw["status"] == Status.QUEUED and self._past_deadline(raw):
+            self._try_expire(job_id)
+            raw = self._raw(job_id, owner)
+        return view(raw, self.queue_position(job_id))
+
+    @broker_errors
+    def list_for(self, owner: str, offset: int = 0, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
+        """`owner`'s jobs, newest first, and how many there are in all."""
+        index = keys.owner_jobs(owner)
+        self.redis.zremrangebyscore(index, "-inf", time.time() - self.jobs.retention_seconds)
+        ids = self.redis.zrevrange(index, offset, offset + limit - 1)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(keys.job(job_id))
+            raws = pipe.execute()
+        gone = [job_id for job_id, raw in zip(ids, raws, strict=True) if not raw]
+        if gone:
+            self.redis.zrem(index, *gone)
+        records = [view(raw, self.queue_position(raw["id"])) for raw in raws if raw]
+        return records, int(self.redis.zcard(index))
+
+    @broker_errors
+    def cancel(self, job_id: str, owner: str) -> dict[str, Any]:
+        """Queued: cancelled now, never runs. Running: flag the worker checks between tokens.
+
+        Final: unchanged. Idempotent; returns the record as it is after the call.
+        """
+        raw = self._raw(job_id, owner)
+        if raw["status"] == Status.QUEUED:
+            try:
+                self.transition(job_id, Status.CANCELLED, {"finished_at": repr(time.time())},
+                                allowed_from=(Status.QUEUED,))
+            except InvalidTransition:
+                pass  # a worker took it meanwhile: flag it below
+        self._flag(keys=[keys.job(job_id)], args=[CANCEL_FIELD])
+        return self.get(job_id, owner)
+
+    @broker_errors
+    def queue_position(self, job_id: str) -> int | None:
+        """1 for the next job to run; None when the job is not queued."""
+        rank = self.redis.zrank(keys.QUEUED, job_id)
+        return None if rank is None else int(rank) + 1
+
+    @broker_errors
+    def queue_depth(self) -> int:
+        return int(self.redis.zcard(keys.QUEUED))
+
+    @broker_errors
+    def status_counts(self) -> dict[str, int]:
+        """Jobs queued and running now, and final statuses reached since the broker started."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.QUEUED)
+            pipe.zcard(keys.RUNNING)
+            pipe.hgetall(keys.STATUS_COUNTS)
+            queued, running, finals = pipe.execute()
+        counts = {status.value: int(finals.get(status.value, 0)) for status in FINAL}
+        return {Status.QUEUED.value: int(queued), Status.RUNNING.value: int(running), **counts}
+
+    def wait_final(self, job_id: str, timeout: float) -> dict[str, Any] | None:
+        """Block until the job is final (woken by its events); None after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._subscribe(job_id) as sub:
+            while True:
+                record = self.get(job_id)
+                left = deadline - time.monotonic()
+                if record["status"] in FINAL or left <= 0:
+                    return record if record["status"] in FINAL else None
+                self._until_terminal(sub, min(left, WAIT_RECHECK_SECONDS))
+
+    def discard(self, job_id: str, owner: str) -> None:
+        """Remove a job whose task could not be sent; best effort, the broker may be down."""
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(keys.job(job_id), keys.job_events(job_id))
+                pipe.zrem(keys.QUEUED, job_id)
+                pipe.zrem(keys.owner_jobs(owner), job_id)
+                pipe.execute()
+        except REDIS_ERRORS as error:
+            metrics.ERRORS.labels(type="job_discard").inc()
+            log.warning("cannot discard unsent job", extra={"job_id": job_id, "error": str(error)})
+
+    # --- worker's API -------------------------------------------------------------------
+    @broker_errors
+    def claim(self, job_id: str, node: str) -> Claim:
+        """Take the job for `node`: queued (or running under a dead worker's lease) -> running."""
+        raw = self.redis.hgetall(keys.job(job_id))
+        if not raw or raw["status"] in FINAL:
+            return Claim("drop", view(raw) if raw else None, "missing" if not raw else "final")
+        if raw["status"] == Status.RUNNING:
+            holder = self.redis.get(keys.job_lease(job_id))
+            # concurrency 1: a lease held by this very node belongs to its dead child
+            if holder is not None and lease_node(holder) != node:
+                return Claim("drop", view(raw), f"running on {lease_node(holder)}")
+            try:
+                record = self.requeue_lost(job_id, int(raw["attempt"]))
+            except InvalidTransition:
+                record = view(self.redis.hgetall(keys.job(job_id)))  # the reaper was first
+            if record["status"] == Status.FAILED:
+                return Claim("failed", record, "attempts exhausted")
+            raw = self.redis.hgetall(keys.job(job_id))
+        return self._claim_queued(job_id, node, raw)
+
+    @broker_errors
+    def requeue_lost(self, job_id: str, attempt: int) -> dict[str, Any]:
+        """A running job whose worker died: queued again, or failed once attempts are spent."""
+        now = time.time()
+        if attempt >= self.jobs.max_attempts:
+            error = {"type": "WorkerLost", "message": f"job killed its worker {attempt} times"}
+            return self.transition(job_id, Status.FAILED,
+                                   {"finished_at": repr(now), "error": json.dumps(error)},
+                                   allowed_from=(Status.RUNNING,), expect_attempt=attempt)
+        return self.transition(job_id, Status.QUEUED, {}, allowed_from=(Status.RUNNING,),
+                               expect_attempt=attempt, reason="worker lost")
+
+    @broker_errors
+    def lost_jobs(self) -> list[tuple[str, int]]:
+        """Running jobs whose lease expired: (job id, attempt) for the reaper."""
+        lost = []
+        for job_id in self.redis.zrange(keys.RUNNING, 0, -1):
+            raw = self.redis.hmget(keys.job(job_id), "status", "attempt")
+            if raw[0] != Status.RUNNING:
+                self.redis.zrem(keys.RUNNING, job_id)
+            elif not self.redis.exists(keys.job_lease(job_id)):
+                lost.append((job_id, int(raw[1] or 0)))
+        return lost
+
+    @broker_errors
+    def renew_lease(self, job_id: str, node: str, attempt: int) -> bool:
+        """Extend the lease; False when it is no longer ours (the job was taken from us)."""
+        ms = int(self.jobs.lease_seconds * 1000)
+        return bool(self._renew(keys=[keys.job_lease(job_id)], args=[lease_value(node, attempt), ms]))
+
+    @broker_errors
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.redis.hget(keys.job(job_id), CANCEL_FIELD) == "1"
+
+    def finish(self, job_id: str, status: Status, attempt: int, **fields: Any) -> dict[str, Any]:
+        """running -> final for the worker holding `attempt`; JSON-encodes result/error/metrics.
+
+        `metrics` are merged into those the claim stored (queue_wait_s).
+        """
+        if fields.get("metrics") is not None:
+            claimed = self.redis.hget(keys.job(job_id), "metrics")
+            fields["metrics"] = (json.loads(claimed) if claimed else {}) | fields["metrics"]
+        stored = {name: json.dumps(value) if name in JSON_FIELDS else str(value)
+                  for name, value in fields.items() if value is not None}
+        stored["finished_at"] = repr(time.time())
+        return self.transition(job_id, status, stored, allowed_from=(Status.RUNNING,),
+                               expect_attempt=attempt)
+
+    @broker_errors
+    def transition(
+        self,
+        job_id: str,
+        to: Status,
+        fields: dict[str, str],
+        *,
+        allowed_from: tuple[Status, ...] | None = None,
+        expect_attempt: int | None = None,
+        reason: str = "",
+        lease_node_name: str = "",
+    ) -> dict[str, Any]:
+        """Move the job to `to` if the state machine allows it from its current status.
+
+        `allowed_from` narrows the allowed origins further; `expect_attempt` makes the change
+        conditional on the attempt (a worker that lost its job cannot finish it). Emits the
+        transition's event atomically. InvalidTransition otherwise, JobNotFound if it is gone.
+        """
+        for _ in range(CAS_RETRIES):
+            raw = self.redis.hgetall(keys.job(job_id))
+            if not raw:
+                raise JobNotFound(job_id)
+            self._check_allowed(raw, to, allowed_from, expect_attempt)
+            new = {**raw, **fields, "status": to.value}
+            result = self._run_transition(job_id, raw, new, reason, lease_node_name)
+            if result > 0:
+                return view(new)
+            if result < 0:
+                raise JobNotFound(job_id)
+        raise InvalidTransition(f"job {job_id} kept changing under transition to {to}")
+
+    # --- internals ----------------------------------------------------------------------
+    def _raw(self, job_id: str, owner: str | None) -> dict[str, str]:
+        raw = self.redis.hgetall(keys.job(job_id)) if valid_job_id(job_id) else {}
+        if not raw or (owner is not None and raw.get("owner") != owner):
+            raise JobNotFound(job_id)
+        return raw
+
+    def _past_deadline(self, raw: dict[str, str]) -> bool:
+        return time.time() - float(raw["created_at"]) > self.jobs.queue_deadline_seconds
+
+    def _expire_fields(self, raw: dict[str, str]) -> dict[str, str]:
+        waited = time.time() - float(raw["created_at"])
+        error = {"type": "JobExpired",
+                 "message": f"waited {waited:.1f}s in the queue, longer than its deadline of "
+                            f"{self.jobs.queue_deadline_seconds:g}s; it never ran"}
+        return {"finished_at": repr(time.time()), "error": json.dumps(error)}
+
+    def _try_expire(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(keys.job(job_id))
+        try:
+            return self.transition(job_id, Status.EXPIRED, self._expire_fields(raw),
+                                   allowed_from=(Status.QUEUED,))
+        except InvalidTransition:
+            return None  # a worker or a cancel got there first
+
+    def _claim_queued(self, job_id: str, node: str, raw: dict[str, str]) -> Claim:
+        if raw["status"] != Status.QUEUED:
+            return Claim("drop", view(raw), f"status is {raw['status']}")
+        if self._past_deadline(raw):
+            record = self._try_expire(job_id)
+            return Claim("expired" if record else "drop", record, "queue deadline passed")
+        if raw.get(CANCEL_FIELD) == "1":
+            record = self.transition(job_id, Status.CANCELLED, {"finished_at": repr(time.time())},
+                                     allowed_from=(Status.QUEUED,))
+            return Claim("drop", record, "cancelled while its worker was lost")
+        attempt = int(raw["attempt"]) + 1
+        now = time.time()
+        metrics = {"queue_wait_s": now - float(raw["created_at"])}
+        fields = {"attempt": str(attempt), "started_at": repr(now), "node": node,
+                  "metrics": json.dumps(metrics)}
+        try:
+            record = self.transition(job_id, Status.RUNNING, fields, allowed_from=(Status.QUEUED,),
+                                     expect_attempt=attempt - 1, lease_node_name=node)
+        except InvalidTransition:
+            return Claim("drop", None, "another worker claimed it first")
+        return Claim("run", record)
+
+    def _check_allowed(
+        self,
+        raw: dict[str, str],
+        to: Status,
+        allowed_from: tuple[Status, ...] | None,
+        expect_attempt: int | None,
+    ) -> None:
+        current = Status(raw["status"])
+        allowed = to in TRANSITIONS.get(current, frozenset())
+        if allowed_from is not None:
+            allowed = allowed and current in allowed_from
+        if expect_attempt is not None and int(raw["attempt"]) != expect_attempt:
+            raise InvalidTransition(
+                f"job {raw['id']} is at attempt {raw['attempt']}, not {expect_attempt}"
+            )
+        if not allowed:
+            raise InvalidTransition(f"job {raw['id']}: {current} -> {to} is not allowed")
+
+    def _run_transition(
+        self, job_id: str, raw: dict[str, str], new: dict[str, str], reason: str, node: str
+    ) -> int:
+        to = new["status"]
+        event_type, payload = _event_for(view(new), reason)
+        changed = [item for name in new if new[name] != raw.get(name) and name != "status"
+                   for item in (name, new[name])]
+        now = time.time()
+        args = [raw["status"], raw["attempt"], to, job_id, repr(now), self.jobs.retention_seconds,
+                keys.job_channel(job_id), events.event_body(job_id, event_type, payload),
+                self.jobs.stream_maxlen, lease_value(node, int(new["attempt"])),
+                int(self.jobs.lease_seconds * 1000), "1" if to in FINAL else "0",
+                raw["created_at"], *changed]
+        key_list = [keys.job(job_id), keys.job_events(job_id), keys.QUEUED, keys.RUNNING,
+                    keys.STATUS_COUNTS, keys.job_lease(job_id)]
+        return int(self._transition(keys=key_list, args=args))
+
+    def _subscribe(self, job_id: str) -> Subscription | PrivateSubscription:
+        if self.hub is not None:
+            return self.hub.subscribe(job_id)
+        return PrivateSubscription(self.redis, job_id)
+
+    @staticmethod
+    def _until_terminal(sub: Subscription | PrivateSubscription, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            event = sub.get(timeout=left)
+            if event is not None and event["type"] in events.TERMINAL:
+                return

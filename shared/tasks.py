@@ -1,0 +1,92 @@
+"""The Celery client configuration both sides use, the task name, and job submission.
+
+The web sends tasks by name through `make_client()`; it never imports `worker/` or a model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kombu.exceptions
+import redis
+from celery import Celery
+
+from shared import metrics
+from shared.errors import BrokerUnavailable
+from shared.jobs import JobStore
+from shared.settings import Settings
+
+GENERATE_TASK = "ragq.generate"
+# A child must answer within this after fork; loading a model on a CPU takes tens of seconds.
+PROC_ALIVE_TIMEOUT_SECONDS = 300.0
+# Publishing retries briefly, so an unreachable broker becomes a 503 within about a second.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.2,
+                        "interval_max": 0.5}
+SEND_ERRORS = (kombu.exceptions.OperationalError, redis.ConnectionError, redis.TimeoutError,
+               OSError)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings shared by the web's client and the worker (DESIGN.md "Celery rules")."""
+    jobs = settings.jobs
+    timeout = settings.broker.connect_timeout_seconds
+    return {
+        "broker_url": settings.broker.url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # above the hard limit: Redis never hands a running task to a second worker
+            "visibility_timeout": jobs.visibility_timeout_seconds,
+            "socket_connect_timeout": timeout,
+            "socket_timeout": max(timeout, 5.0),
+        },
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": jobs.soft_time_limit_seconds,
+        "task_time_limit": jobs.hard_time_limit_seconds,
+        "task_default_queue": settings.broker.queue,
+        "task_routes": {GENERATE_TASK: {"queue": settings.broker.queue}},
+        # job state lives in our records; Celery results would only say PENDING for unknown ids
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
+        "worker_proc_alive_timeout": PROC_ALIVE_TIMEOUT_SECONDS,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+    }
+
+
+def make_client(settings: Settings) -> Celery:
+    """A Celery app that only sends tasks by name (the web's side)."""
+    app = Celery("ragq-client", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def send_generate(celery: Celery, job_id: str, request_id: str) -> None:
+    """Queue the generation task of `job_id`; BrokerUnavailable when the broker cannot take it."""
+    try:
+        celery.send_task(GENERATE_TASK, kwargs={"job_id": job_id, "request_id": request_id})
+    except SEND_ERRORS as error:
+        raise BrokerUnavailable(f"cannot queue job {job_id}: {error}") from error
+
+
+def submit_job(
+    store: JobStore, celery: Celery, *, owner: str, query: str, top_k: int, request_id: str
+) -> dict[str, Any]:
+    """Create the job record and send its task; the returned record is queued.
+
+    BrokerUnavailable when the broker Redis cannot be reached (the record is then removed).
+    """
+    record = store.create(owner=owner, query=query, top_k=top_k, request_id=request_id)
+    try:
+        send_generate(celery, record["id"], request_id)
+    except BrokerUnavailable:
+        store.discard(record["id"], owner)
+        raise
+    metrics.JOBS_SUBMITTED.inc()
+    return record

@@ -1,0 +1,65 @@
+"""Worker heartbeats: each worker process reports itself in a hash that expires when it dies."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from shared import keys
+from shared.jobs import broker_errors
+
+HEARTBEATS_PER_TTL = 3  # a report outlives this many missed heartbeats
+JSON_FIELDS = ("device",)
+INT_FIELDS = ("pid", "parent_pid")
+PIPELINE_FIELDS = ("index_version", "model_id", "prompt_version")
+
+
+@broker_errors
+def write_heartbeat(redis_client: redis.Redis, report: dict[str, Any], interval: float) -> None:
+    """Store `report` (node, pid, pipeline_loaded, device, ...) for HEARTBEATS_PER_TTL intervals."""
+    stored = {name: json.dumps(value) if name in JSON_FIELDS else str(value)
+              for name, value in report.items()}
+    stored["last_seen"] = repr(time.time())
+    key = keys.worker(report["node"])
+    with redis_client.pipeline(transaction=True) as pipe:
+        pipe.hset(key, mapping=stored)
+        pipe.pexpire(key, int(interval * HEARTBEATS_PER_TTL * 1000))
+        pipe.execute()
+
+
+@broker_errors
+def publish_pipeline_info(redis_client: redis.Redis, info: dict[str, str]) -> None:
+    """What the workers serve (index_version, model_id, prompt_version): scopes cache entries."""
+    redis_client.hset(keys.PIPELINE_INFO, mapping={name: info[name] for name in PIPELINE_FIELDS})
+
+
+@broker_errors
+def pipeline_info(redis_client: redis.Redis) -> dict[str, str]:
+    """The last published pipeline info; empty before any worker loaded its pipeline."""
+    return dict(redis_client.hgetall(keys.PIPELINE_INFO))
+
+
+def _decode(raw: dict[str, str]) -> dict[str, Any]:
+    report: dict[str, Any] = dict(raw)
+    for name in JSON_FIELDS:
+        report[name] = json.loads(raw[name]) if raw.get(name) else {}
+    for name in INT_FIELDS:
+        report[name] = int(raw[name]) if raw.get(name) else None
+    report["pipeline_loaded"] = raw.get("pipeline_loaded") == "True"
+    report["last_seen"] = float(raw.get("last_seen", 0.0))
+    return report
+
+
+@broker_errors
+def list_workers(redis_client: redis.Redis) -> list[dict[str, Any]]:
+    """Live workers' reports (node, pid, pipeline_loaded, device, index_version, model_id,
+    prompt_version, last_seen), sorted by node."""
+    names = sorted(redis_client.scan_iter(match=keys.WORKERS_PATTERN, count=100))
+    with redis_client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(name)
+        raws = pipe.execute()
+    return [_decode(raw) for raw in raws if raw]
