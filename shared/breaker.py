@@ -1,0 +1,125 @@
+"""The cost circuit breaker: spend per fixed window, shared by every process through Redis.
+
+Each window's spend is one float key (`keys.breaker_window(start)`) in the broker Redis that
+expires with its window, so a window resets on its own. Every change goes through one Lua
+script, atomic on the server: workers add what a job cost (`charge`), web processes read the
+spend before admitting a cache miss (`check`) and may reserve an estimate in the same atomic
+step, so concurrent submissions cannot all slip in under the limit at once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from shared import keys
+from shared.errors import BrokerUnavailable, BudgetExceeded
+from shared.metrics import BREAKER_COST, BREAKER_LIMIT, BREAKER_OPEN
+from shared.settings import BreakerSettings
+
+OPEN, CLOSED = "open", "closed"
+EXPIRY_GRACE_SECONDS = 5
+
+# KEYS[1] window key; ARGV: amount, limit, ttl seconds, only_below_limit (1: refuse at or over
+# the limit). Returns {spend after, 1 if added else 0}, the spend as a string (Lua floats).
+_SPEND_SCRIPT = """
+local spend = tonumber(redis.call('GET', KEYS[1]) or '0')
+local amount = tonumber(ARGV[1])
+if ARGV[4] == '1' and spend >= tonumber(ARGV[2]) then
+  return {tostring(spend), 0}
+end
+if amount ~= 0 then
+  spend = tonumber(redis.call('INCRBYFLOAT', KEYS[1], ARGV[1]))
+  if redis.call('TTL', KEYS[1]) < 0 then
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+  end
+end
+return {tostring(spend), 1}
+"""
+
+
+class Breaker:
+    """Spend per window against `settings.limit_eur`; see the module docstring."""
+
+    def __init__(self, client: redis.Redis, settings: BreakerSettings) -> None:
+        self.redis = client
+        self.settings = settings
+        self._script = client.register_script(_SPEND_SCRIPT)
+        BREAKER_LIMIT.set(settings.limit_eur)
+
+    def window_start(self, now: float | None = None) -> int:
+        """Start (epoch seconds) of the window `now` falls in."""
+        moment = time.time() if now is None else now
+        return int(moment // self.settings.window_seconds) * self.settings.window_seconds
+
+    def charge(self, eur: float) -> float:
+        """Add a finished job's cost to the current window; returns the window's spend."""
+        if eur < 0:
+            raise ValueError(f"a charge must be >= 0 EUR, got {eur!r}")
+        spend, _ = self._spend(eur, only_below_limit=False)
+        return spend
+
+    def check(self, reserve_eur: float = 0.0) -> float:
+        """Raise BudgetExceeded (retry_after = seconds to the window's end) when the window's
+        spend has reached the limit; otherwise add `reserve_eur` (0: read only) atomically and
+        return the spend."""
+        if not self.settings.enabled:
+            return 0.0
+        spend, admitted = self._spend(reserve_eur, only_below_limit=True)
+        if not admitted:
+            raise BudgetExceeded(
+                f"cost limit of {self.settings.limit_eur:.2f} EUR per "
+                f"{self.settings.window_seconds} s reached (spent {spend:.4f} EUR)",
+                retry_after=self.retry_after(),
+            )
+        return spend
+
+    def retry_after(self, now: float | None = None) -> int:
+        """Whole seconds until the current window ends (at least 1)."""
+        moment = time.time() if now is None else now
+        end = self.window_start(moment) + self.settings.window_seconds
+        return max(1, math.ceil(end - moment))
+
+    def state(self) -> dict[str, Any]:
+        """spend, limit, state (open/closed), resets_at (ISO time), resets_in_seconds."""
+        now = time.time()
+        start = self.window_start(now)
+        try:
+            spend = float(self.redis.get(keys.breaker_window(start)) or 0.0)
+        except redis.RedisError as error:
+            raise BrokerUnavailable(f"breaker state unreadable: {error}") from error
+        self._publish(spend)
+        resets = start + self.settings.window_seconds
+        return {
+            "enabled": self.settings.enabled,
+            "spend_eur": round(spend, 6),
+            "limit_eur": self.settings.limit_eur,
+            "state": OPEN if self._is_open(spend) else CLOSED,
+            "window_seconds": self.settings.window_seconds,
+            "resets_at": datetime.fromtimestamp(resets, UTC).isoformat(),
+            "resets_in_seconds": self.retry_after(now),
+        }
+
+    def _is_open(self, spend: float) -> bool:
+        return self.settings.enabled and spend >= self.settings.limit_eur
+
+    def _spend(self, amount: float, only_below_limit: bool) -> tuple[float, bool]:
+        now = time.time()
+        start = self.window_start(now)
+        ttl = self.retry_after(now) + EXPIRY_GRACE_SECONDS
+        args = [repr(float(amount)), repr(self.settings.limit_eur), ttl, int(only_below_limit)]
+        try:
+            spend_text, added = self._script(keys=[keys.breaker_window(start)], args=args)
+        except redis.RedisError as error:
+            raise BrokerUnavailable(f"breaker update failed: {error}") from error
+        spend = float(spend_text)
+        self._publish(spend)
+        return spend, bool(int(added))
+
+    def _publish(self, spend: float) -> None:
+        BREAKER_COST.set(spend)
+        BREAKER_OPEN.set(1 if self._is_open(spend) else 0)

@@ -1,0 +1,99 @@
+"""The cost breaker against a real broker-role redis-server, from several processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+import redis
+
+from shared.breaker import CLOSED, OPEN, Breaker
+from shared.errors import BudgetExceeded
+from shared.settings import BreakerSettings
+from tests.support.servers import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+def _breaker(server: RedisServer, **overrides: object) -> Breaker:
+    return Breaker(server.client(), BreakerSettings(**overrides))
+
+
+def _wait_for_window_start(breaker: Breaker) -> None:
+    """Start right after a window boundary so a short window does not end mid-test."""
+    window = breaker.settings.window_seconds
+    time.sleep(window - time.time() % window + 0.05)
+
+
+def test_opens_at_the_limit_with_retry_after_to_the_window_end(broker_redis: RedisServer) -> None:
+    breaker = _breaker(broker_redis, limit_eur=1.0, window_seconds=2)
+    _wait_for_window_start(breaker)
+    assert breaker.check() == 0.0
+    assert breaker.charge(0.6) == pytest.approx(0.6)
+    assert breaker.state()["state"] == CLOSED
+    breaker.charge(0.4)
+    with pytest.raises(BudgetExceeded, match="cost limit of 1.00 EUR per 2 s reached") as caught:
+        breaker.check()
+    end = breaker.window_start() + 2
+    assert caught.value.retry_after == max(1, int(end - time.time() + 0.999))
+    assert 1 <= caught.value.retry_after <= 2
+    state = breaker.state()
+    assert (state["state"], state["spend_eur"], state["limit_eur"]) == (OPEN, 1.0, 1.0)
+
+
+def test_window_resets_on_its_own(broker_redis: RedisServer) -> None:
+    breaker = _breaker(broker_redis, limit_eur=0.5, window_seconds=2)
+    _wait_for_window_start(breaker)
+    breaker.charge(0.5)
+    with pytest.raises(BudgetExceeded):
+        breaker.check()
+    time.sleep(breaker.retry_after() + 0.1)
+    assert breaker.check() == 0.0
+    assert breaker.state()["state"] == CLOSED
+    assert broker_redis.client().ttl(next(iter(broker_redis.client().keys("*")))) <= 2 + 5
+
+
+def test_reservation_is_refused_once_open(broker_redis: RedisServer) -> None:
+    breaker = _breaker(broker_redis, limit_eur=0.3, window_seconds=60)
+    assert breaker.check(reserve_eur=0.2) == pytest.approx(0.2)
+    assert breaker.check(reserve_eur=0.2) == pytest.approx(0.4)
+    with pytest.raises(BudgetExceeded):
+        breaker.check(reserve_eur=0.2)
+    assert breaker.state()["spend_eur"] == pytest.approx(0.4)
+
+
+def test_disabled_breaker_never_refuses(broker_redis: RedisServer) -> None:
+    breaker = _breaker(broker_redis, limit_eur=0.1, enabled=False)
+    breaker.charge(5.0)
+    assert breaker.check() == 0.0
+    assert breaker.state()["state"] == CLOSED
+
+
+def test_negative_charge_is_refused(broker_redis: RedisServer) -> None:
+    with pytest.raises(ValueError, match="a charge must be >= 0 EUR"):
+        _breaker(broker_redis).charge(-1.0)
+
+
+def _spend(url: str, charges: int, amount: float) -> None:
+    breaker = Breaker(
+        redis.Redis.from_url(url, decode_responses=True), BreakerSettings(limit_eur=1e9)
+    )
+    for _ in range(charges):
+        breaker.charge(amount)
+
+
+def test_concurrent_spend_from_several_processes_is_exact(broker_redis: RedisServer) -> None:
+    processes, charges, amount = 4, 100, 0.0125
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_spend, args=(broker_redis.url, charges, amount))
+        for _ in range(processes)
+    ]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    spend = _breaker(broker_redis, limit_eur=1e9).state()["spend_eur"]
+    assert spend == pytest.approx(processes * charges * amount, abs=1e-6)
