@@ -50,9 +50,11 @@ def chunk_document(
     document: Document, tokenizer: OffsetTokenizer, size: int, overlap: int
 ) -> list[Chunk]:
     """Split `document` into windows of at most `size` tokens, cut on the original text."""
-    offsets = tokenizer(document.text, add_special_tokens=False, return_offsets_mapping=True)[
-        "offset_mapping"
-    ]
+    # verbose=False: documents longer than the model's input are expected here, that is why we cut.
+    encoded = tokenizer(
+        document.text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+    )
+    offsets = encoded["offset_mapping"]
     if not offsets:
         return []
     chunks = []

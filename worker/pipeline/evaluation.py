@@ -7,12 +7,17 @@ import string
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from shared.embedding import Embedder
+from shared.settings import PipelineSettings
+from worker.pipeline.generator import resolve_device
+from worker.pipeline.index import build_index
 from worker.pipeline.ingest import load_squad, squad_source
-from worker.pipeline.retrieval import Retriever
+from worker.pipeline.retrieval import Retriever, load_retriever
 from worker.pipeline.types import Answer
 
 RECALL_AT = (1, 5)
@@ -132,3 +137,34 @@ def evaluate_answers(answer: Callable[[str], Answer], questions: list[Question])
         "mean_ttft_s": round(mean(a.ttft_s for a, _ in results), 3),
         "mean_tokens_per_s": round(mean(a.tokens_per_s for a, _ in results), 2),
     }
+
+
+def run_eval(squad: Path, settings: PipelineSettings, answers: int = 0) -> dict[str, Any]:
+    """Index `squad` into `settings.index_dir`, then score retrieval (and `answers` generated answers)."""
+    questions = answerable_questions(squad)
+    device = resolve_device(settings.device)
+    embedder = Embedder(settings.embedding_model, device)
+    manifest = build_index([squad], settings.index_dir, settings, embedder, progress=False)
+    retriever = load_retriever(settings, device, embedder)
+    report: dict[str, Any] = {
+        "file": str(squad),
+        "answerable_questions": len(questions),
+        "paragraphs": manifest["document_count"],
+        "chunks": manifest["chunk_count"],
+        "settings": _eval_settings(settings),
+        **evaluate_retrieval(retriever, questions),
+    }
+    if answers > 0:
+        from worker.pipeline.pipeline import Pipeline
+
+        pipeline = Pipeline(settings, retriever)
+        ask = partial(pipeline.query, top_k=settings.top_k)
+        report["answers"] = {"model": pipeline.model_id, **evaluate_answers(ask, questions[:answers])}
+    return report
+
+
+def _eval_settings(settings: PipelineSettings) -> dict[str, Any]:
+    fields = {"embedding_model", "chunk_tokens", "chunk_overlap", "index_titles", "index_type",
+              "dense_depth", "sparse_depth", "rrf_k", "rrf_dense_weight", "rrf_sparse_weight",
+              "reranker", "rerank_depth", "top_k"}
+    return settings.model_dump(include=fields, mode="json")

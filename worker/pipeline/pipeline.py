@@ -7,13 +7,10 @@ from typing import Any
 
 import torch
 
-from shared.embedding import Embedder
-from shared.errors import IndexBuildError
 from shared.settings import PipelineSettings
 from worker.pipeline.generator import Generator, resolve_device
-from worker.pipeline.index import CorpusIndex
 from worker.pipeline.prompt import build_messages, fit_sources
-from worker.pipeline.retrieval import Reranker, Retriever
+from worker.pipeline.retrieval import Retriever, load_retriever
 from worker.pipeline.types import Answer, SourcesItem, StopCheck, StreamItem, TokenItem
 
 GIB = 1024**3
@@ -26,22 +23,12 @@ def _never() -> bool:
 class Pipeline:
     """Retrieve, rerank, generate. Build it once per process; `stream()` per question."""
 
-    def __init__(self, settings: PipelineSettings) -> None:
+    def __init__(self, settings: PipelineSettings, retriever: Retriever | None = None) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
-        index = CorpusIndex.load(settings.index_dir)
-        if index.manifest["embedding_model"] != settings.embedding_model:
-            raise IndexBuildError(
-                f"index at {settings.index_dir} was built with embedding model "
-                f"{index.manifest['embedding_model']!r} but PIPELINE_EMBEDDING_MODEL is "
-                f"{settings.embedding_model!r}: rebuild it with `ragq index`"
-            )
-        reranker = Reranker(settings.reranker, self.device) if settings.reranker else None
-        self.retriever = Retriever(
-            index, Embedder(settings.embedding_model, self.device), settings, reranker
-        )
+        self.retriever = retriever or load_retriever(settings, self.device)
         self.generator = Generator(settings)
-        self.index_version = index.version
+        self.index_version = self.retriever.index.version
         self.model_id = self.generator.model_id
         self.prompt_version = settings.prompt_version
 

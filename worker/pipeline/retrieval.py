@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.embedding import Embedder
-from shared.errors import ModelError
+from shared.errors import IndexBuildError, ModelError
 from shared.settings import PipelineSettings
 from worker.pipeline.index import CorpusIndex, indexed_text
 from worker.pipeline.types import Source
@@ -139,3 +139,17 @@ class Retriever:
             rrf=candidate.rrf,
             rerank=candidate.rerank,
         )
+
+
+def load_retriever(settings: PipelineSettings, device: str, embedder: Embedder | None = None) -> Retriever:
+    """The index at `settings.index_dir` with its embedder and the configured reranker."""
+    index = CorpusIndex.load(settings.index_dir)
+    built_with = index.manifest["embedding_model"]
+    if built_with != settings.embedding_model:
+        raise IndexBuildError(
+            f"index at {settings.index_dir} was built with embedding model {built_with!r} "
+            f"but PIPELINE_EMBEDDING_MODEL is {settings.embedding_model!r}: rebuild it with `ragq index`"
+        )
+    embedder = embedder or Embedder(settings.embedding_model, device)
+    reranker = Reranker(settings.reranker, device) if settings.reranker else None
+    return Retriever(index, embedder, settings, reranker)

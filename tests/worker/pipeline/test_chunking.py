@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+
+from worker.pipeline.chunking import chunk_document, chunk_documents, chunk_id, token_windows
+from worker.pipeline.ingest import Document, markdown_sections
+
+from .helpers import WhitespaceTokenizer
+
+TEXT = " ".join(f"w{i}" for i in range(10))
+
+
+def test_windows_overlap_and_cover_every_token() -> None:
+    assert token_windows(10, 4, 1) == [(0, 4), (3, 7), (6, 10)]
+    assert token_windows(3, 4, 1) == [(0, 3)]
+
+
+def test_overlap_must_be_below_size() -> None:
+    with pytest.raises(ValueError, match="overlap 4 must be smaller than size 4"):
+        token_windows(10, 4, 4)
+
+
+def test_chunks_share_overlap_tokens_and_keep_the_title() -> None:
+    chunks = chunk_document(Document("a.md#0", "Page › Section", TEXT), WhitespaceTokenizer(), 4, 1)
+    assert [c.text for c in chunks] == ["w0 w1 w2 w3", "w3 w4 w5 w6", "w6 w7 w8 w9"]
+    assert {c.title for c in chunks} == {"Page › Section"}
+    assert [c.position for c in chunks] == [0, 1, 2]
+
+
+def test_chunk_ids_are_stable_and_distinct() -> None:
+    doc = Document("a.md#0", "T", TEXT)
+    first = [c.chunk_id for c in chunk_document(doc, WhitespaceTokenizer(), 4, 1)]
+    again = [c.chunk_id for c in chunk_document(doc, WhitespaceTokenizer(), 4, 1)]
+    assert first == again
+    assert len(set(first)) == 3
+    assert first[0] == chunk_id("a.md#0", 0, "w0 w1 w2 w3")
+    moved = chunk_document(Document("b.md#0", "T", TEXT), WhitespaceTokenizer(), 4, 1)
+    assert moved[0].chunk_id != first[0]
+
+
+def test_markdown_sections_take_page_and_heading_titles() -> None:
+    raw = "# Guide\n\nIntro text.\n\n## Install\n\nRun make.\n\n## Empty\n\n### Deep\nMore.\n"
+    docs = markdown_sections("guide.md", raw)
+    assert [(d.title, d.text) for d in docs] == [
+        ("Guide", "Intro text."), ("Guide › Install", "Run make."), ("Guide › Deep", "More."),
+    ]
+    assert len({d.source for d in docs}) == 3
+
+
+def test_untitled_markdown_is_named_after_its_file(tmp_path: Path) -> None:
+    docs = markdown_sections("notes/setup.md", "Just text.")
+    chunks = chunk_documents(docs, WhitespaceTokenizer(), 8, 2)
+    assert [(c.title, c.text) for c in chunks] == [("setup", "Just text.")]

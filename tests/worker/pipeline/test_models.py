@@ -1,0 +1,92 @@
+"""The real loading code (generator, 4-bit selection, reranker) on tiny models built here."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.errors import ModelError
+from shared.settings import PipelineSettings
+from worker.pipeline.generator import Generator, load_kwargs, packaged_gguf, resolve_device
+from worker.pipeline.retrieval import Reranker
+
+from .tiny_models import tiny_causal_lm, tiny_cross_encoder
+
+MESSAGES = [{"role": "system", "content": "answer"}, {"role": "user", "content": "what is the capital of france"}]
+
+
+def test_cpu_loads_full_precision_and_ignores_4bit() -> None:
+    assert load_kwargs("cpu", load_in_4bit=False) == {"dtype": torch.float32}
+    assert load_kwargs("cpu", load_in_4bit=True) == {"dtype": torch.float32}
+
+
+def test_cuda_loads_bf16_on_the_gpu() -> None:
+    assert load_kwargs("cuda", load_in_4bit=False) == {"dtype": torch.bfloat16, "device_map": "cuda"}
+
+
+def test_cuda_4bit_is_nf4_with_bf16_compute_and_double_quant() -> None:
+    kwargs = load_kwargs("cuda", load_in_4bit=True)
+    quant = kwargs["quantization_config"]
+    assert quant.load_in_4bit and quant.bnb_4bit_quant_type == "nf4"
+    assert quant.bnb_4bit_compute_dtype == torch.bfloat16
+    assert quant.bnb_4bit_use_double_quant
+    assert kwargs["device_map"] == "cuda"
+
+
+def test_auto_device_follows_torch() -> None:
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_packaged_gguf_is_found_without_importing_its_package() -> None:
+    path = packaged_gguf("smollm2")
+    assert path is not None and path.suffix == ".gguf" and path.is_file()
+    assert packaged_gguf("some/other-model") is None
+
+
+@pytest.mark.integration
+def test_tiny_generator_streams_and_counts(tmp_path: Path) -> None:
+    settings = PipelineSettings(generator_model=str(tiny_causal_lm(tmp_path / "lm")), max_new_tokens=6, device="cpu")
+    generator = Generator(settings)
+    generation = generator.generate(MESSAGES, lambda: False)
+    pieces = list(generation)
+    assert generation.prompt_tokens > 5
+    assert 1 <= generation.generated_tokens <= 6
+    assert "".join(pieces) or generation.generated_tokens
+    assert not generation.stopped
+
+
+@pytest.mark.integration
+def test_tiny_generator_stop_hook_ends_generation(tmp_path: Path) -> None:
+    settings = PipelineSettings(generator_model=str(tiny_causal_lm(tmp_path / "lm")), max_new_tokens=50, device="cpu")
+    generator = Generator(settings)
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    generation = generator.generate(MESSAGES, should_stop)
+    list(generation)
+    assert generation.stopped
+    assert generation.generated_tokens <= 4
+
+
+def test_missing_generator_is_a_model_error(tmp_path: Path) -> None:
+    settings = PipelineSettings(generator_model=str(tmp_path / "nothing-here"), device="cpu")
+    with pytest.raises(ModelError, match="nothing-here"):
+        Generator(settings)
+
+
+@pytest.mark.integration
+def test_tiny_cross_encoder_scores_each_passage(tmp_path: Path) -> None:
+    reranker = Reranker(str(tiny_cross_encoder(tmp_path / "ce")), "cpu")
+    scores = reranker.scores("what is the capital of france", ["paris is the capital", "answer", "question"])
+    assert len(scores) == 3 and all(isinstance(s, float) for s in scores)
+    assert len(set(scores)) > 1
+    assert reranker.scores("anything", []) == []
+
+
+def test_missing_reranker_is_a_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="PIPELINE_RERANKER"):
+        Reranker(str(tmp_path / "no-reranker"), "cpu")

@@ -1,0 +1,38 @@
+from worker.pipeline.prompt import MIN_PASSAGE_TOKENS, SYSTEM, build_messages, fit_sources
+from worker.pipeline.types import Source
+
+from .helpers import WhitespaceTokenizer
+
+
+def _source(n: int, words: int) -> Source:
+    return Source(chunk_id=f"c{n}", title=f"T{n}", text=" ".join(f"s{n}w{i}" for i in range(words)), score=1.0)
+
+
+def test_sources_are_numbered_in_order() -> None:
+    messages = build_messages("What?", [_source(1, 3), _source(2, 3)])
+    assert messages[0] == {"role": "system", "content": SYSTEM}
+    user = messages[1]["content"]
+    assert user.index("[1] T1\ns1w0") < user.index("[2] T2\ns2w0") < user.index("Question: What?")
+
+
+def test_sources_that_fit_are_kept_whole() -> None:
+    sources = [_source(1, 10), _source(2, 10)]
+    assert fit_sources(sources, WhitespaceTokenizer(), budget=100) == sources
+
+
+def test_overflowing_source_is_cut_to_the_budget_and_later_ones_dropped() -> None:
+    # Each block costs 2 header tokens ("[n]", "Tn") plus its words.
+    kept = fit_sources([_source(1, 10), _source(2, 100), _source(3, 5)], WhitespaceTokenizer(), budget=60)
+    assert [s.chunk_id for s in kept] == ["c1", "c2"]
+    assert len(kept[1].text.split()) == 60 - 12 - 2
+    assert kept[1].text.startswith("s2w0 s2w1")
+
+
+def test_a_sliver_below_the_minimum_is_dropped() -> None:
+    budget = 12 + 2 + MIN_PASSAGE_TOKENS - 1
+    kept = fit_sources([_source(1, 10), _source(2, 100)], WhitespaceTokenizer(), budget=budget)
+    assert [s.chunk_id for s in kept] == ["c1"]
+
+
+def test_no_sources_says_so() -> None:
+    assert "Sources: none." in build_messages("Why?", [])[1]["content"]
