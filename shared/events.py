@@ -19,8 +19,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import Any, cast
 
 import redis
 
@@ -83,7 +83,7 @@ class EventLog:
 
     def emit(self, job_id: str, type_: str, **payload: Any) -> int:
         """Record one event; returns its seq. JobNotFound when the job record is gone."""
-        args = [keys.job_channel(job_id), event_body(job_id, type_, payload),
+        args: list[str | int] = [keys.job_channel(job_id), event_body(job_id, type_, payload),
                 self.settings.stream_maxlen, self.settings.retention_seconds]
         try:
             seq = int(self._emit(keys=[keys.job(job_id), keys.job_events(job_id)], args=args))
@@ -97,7 +97,8 @@ class EventLog:
 def replay(redis_client: redis.Redis, job_id: str, after: int = 0) -> list[dict[str, Any]]:
     """The job's stored events with seq > `after`, in order."""
     try:
-        entries = redis_client.xrange(keys.job_events(job_id), min=str(after + 1), max="+")
+        entries = cast(list[tuple[str, dict[str, str]]],
+                       redis_client.xrange(keys.job_events(job_id), min=str(after + 1), max="+"))
     except REDIS_ERRORS as error:
         raise BrokerUnavailable(f"cannot read events of {job_id}: {error}") from error
     return [json.loads(fields[STREAM_FIELD]) for _, fields in entries]
@@ -116,7 +117,7 @@ class Subscription:
         self._queue.put(event)
 
     def mark_missed(self) -> None:
-        """The hub lost its connection: live events may have been dropped; replay from the stream."""
+        """The hub lost its connection: live events may have been dropped; replay the stream."""
         self._missed.set()
 
     def take_missed(self) -> bool:
@@ -250,8 +251,8 @@ def read_events(
     ping: Callable[[], None] | None = None,
     idle_timeout: float | None = None,
     ping_interval: float = DEFAULT_PING_SECONDS,
-) -> Iterator[dict[str, Any]]:
-    """Every event of `job_id` with seq > `after`, each exactly once, in order; ends after done/error.
+) -> Generator[dict[str, Any], None, None]:
+    """Every event of `job_id` with seq > `after`, once each, in order; ends after done/error.
 
     Checks the job exists before returning (JobNotFound otherwise, raised here, not on the first
     `next()`). The iterator subscribes first, then replays the stream, then yields live events,
@@ -277,7 +278,7 @@ def _follow(
     ping: Callable[[], None] | None,
     idle_timeout: float | None,
     ping_interval: float,
-) -> Iterator[dict[str, Any]]:
+) -> Generator[dict[str, Any], None, None]:
     reader = _OrderedReader(redis_client, sub.job_id, after)
     wait = min(ping_interval, RESYNC_SECONDS, idle_timeout or RESYNC_SECONDS)
     last_event = last_ping = time.monotonic()
@@ -286,10 +287,7 @@ def _follow(
         while not reader.finished:
             event = sub.get(timeout=wait)
             now = time.monotonic()
-            if event is not None:
-                fresh = reader.accept(event)
-            else:
-                fresh = reader.replay()
+            fresh = reader.accept(event) if event is not None else reader.replay()
             if sub.take_missed():
                 fresh += reader.replay()
             if fresh:
@@ -319,7 +317,7 @@ class _OrderedReader:
         return self._take(replay(self.redis, self.job_id, self.last))
 
     def accept(self, event: dict[str, Any]) -> list[dict[str, Any]]:
-        """A live event: a duplicate yields nothing, the next one itself, a later one the gap too."""
+        """A live event: a duplicate gives nothing, the next one itself, a later one the gap too."""
         seq = int(event["seq"])
         if seq <= self.last or self.finished:
             return []
@@ -341,7 +339,7 @@ class _OrderedReader:
 
 
 class PrivateSubscription:
-    """A subscription on its own connection to one job's channel (scripts, wait_final without hub)."""
+    """A subscription on its own connection to one job's channel (scripts, no hub at hand)."""
 
     def __init__(self, redis_client: redis.Redis, job_id: str) -> None:
         self.job_id = job_id

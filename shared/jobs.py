@@ -8,6 +8,7 @@ see a final record without its terminal event or the other way round.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -16,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis
 
@@ -24,7 +25,6 @@ from shared import events, keys, metrics
 from shared.errors import BrokerUnavailable, InvalidTransition, JobNotFound
 from shared.events import REDIS_ERRORS, EventHub, EventLog, PrivateSubscription, Subscription
 from shared.settings import Settings
-
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,9 @@ class Claim:
 class JobStore:
     """Job records on the broker Redis (a client with decode_responses=True)."""
 
-    def __init__(self, redis_client: redis.Redis, settings: Settings, hub: EventHub | None = None) -> None:
+    def __init__(
+        self, redis_client: redis.Redis, settings: Settings, hub: EventHub | None = None
+    ) -> None:
         self.redis = redis_client
         self.settings = settings
         self.jobs = settings.jobs
@@ -197,9 +199,10 @@ class JobStore:
         job_id = str(uuid.uuid4())
         now = time.time()
         raw = {"id": job_id, "owner": owner, "status": Status.QUEUED.value, "query": query,
-               "top_k": str(top_k), "created_at": repr(now), "attempt": "0", "request_id": request_id}
+               "top_k": str(top_k), "created_at": repr(now), "attempt": "0",
+               "request_id": request_id}
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.job(job_id), mapping=raw)
+            pipe.hset(keys.job(job_id), mapping=cast("dict[Any, Any]", raw))
             pipe.expire(keys.job(job_id), self.jobs.retention_seconds)
             pipe.zadd(keys.QUEUED, {job_id: now})
             pipe.zadd(keys.owner_jobs(owner), {job_id: now})
@@ -219,20 +222,22 @@ class JobStore:
         return view(raw, self.queue_position(job_id))
 
     @broker_errors
-    def list_for(self, owner: str, offset: int = 0, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
+    def list_for(
+        self, owner: str, offset: int = 0, limit: int = 20
+    ) -> tuple[list[dict[str, Any]], int]:
         """`owner`'s jobs, newest first, and how many there are in all."""
         index = keys.owner_jobs(owner)
         self.redis.zremrangebyscore(index, "-inf", time.time() - self.jobs.retention_seconds)
-        ids = self.redis.zrevrange(index, offset, offset + limit - 1)
+        ids = cast(list[str], self.redis.zrevrange(index, offset, offset + limit - 1))
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hgetall(keys.job(job_id))
-            raws = pipe.execute()
+            raws = cast(list[dict[str, str]], pipe.execute())
         gone = [job_id for job_id, raw in zip(ids, raws, strict=True) if not raw]
         if gone:
             self.redis.zrem(index, *gone)
         records = [view(raw, self.queue_position(raw["id"])) for raw in raws if raw]
-        return records, int(self.redis.zcard(index))
+        return records, cast(int, self.redis.zcard(index))
 
     @broker_errors
     def cancel(self, job_id: str, owner: str) -> dict[str, Any]:
@@ -242,23 +247,21 @@ class JobStore:
         """
         raw = self._raw(job_id, owner)
         if raw["status"] == Status.QUEUED:
-            try:
+            with contextlib.suppress(InvalidTransition):  # a worker took it: flag it below
                 self.transition(job_id, Status.CANCELLED, {"finished_at": repr(time.time())},
                                 allowed_from=(Status.QUEUED,))
-            except InvalidTransition:
-                pass  # a worker took it meanwhile: flag it below
         self._flag(keys=[keys.job(job_id)], args=[CANCEL_FIELD])
         return self.get(job_id, owner)
 
     @broker_errors
     def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to run; None when the job is not queued."""
-        rank = self.redis.zrank(keys.QUEUED, job_id)
-        return None if rank is None else int(rank) + 1
+        rank = cast(int | None, self.redis.zrank(keys.QUEUED, job_id))
+        return None if rank is None else rank + 1
 
     @broker_errors
     def queue_depth(self) -> int:
-        return int(self.redis.zcard(keys.QUEUED))
+        return cast(int, self.redis.zcard(keys.QUEUED))
 
     @broker_errors
     def status_counts(self) -> dict[str, int]:
@@ -298,21 +301,21 @@ class JobStore:
     @broker_errors
     def claim(self, job_id: str, node: str) -> Claim:
         """Take the job for `node`: queued (or running under a dead worker's lease) -> running."""
-        raw = self.redis.hgetall(keys.job(job_id))
+        raw = self._hash(job_id)
         if not raw or raw["status"] in FINAL:
             return Claim("drop", view(raw) if raw else None, "missing" if not raw else "final")
         if raw["status"] == Status.RUNNING:
-            holder = self.redis.get(keys.job_lease(job_id))
+            holder = cast(str | None, self.redis.get(keys.job_lease(job_id)))
             # concurrency 1: a lease held by this very node belongs to its dead child
             if holder is not None and lease_node(holder) != node:
                 return Claim("drop", view(raw), f"running on {lease_node(holder)}")
             try:
                 record = self.requeue_lost(job_id, int(raw["attempt"]))
             except InvalidTransition:
-                record = view(self.redis.hgetall(keys.job(job_id)))  # the reaper was first
+                record = view(self._hash(job_id))  # the reaper was first
             if record["status"] == Status.FAILED:
                 return Claim("failed", record, "attempts exhausted")
-            raw = self.redis.hgetall(keys.job(job_id))
+            raw = self._hash(job_id)
         return self._claim_queued(job_id, node, raw)
 
     @broker_errors
@@ -331,8 +334,8 @@ class JobStore:
     def lost_jobs(self) -> list[tuple[str, int]]:
         """Running jobs whose lease expired: (job id, attempt) for the reaper."""
         lost = []
-        for job_id in self.redis.zrange(keys.RUNNING, 0, -1):
-            raw = self.redis.hmget(keys.job(job_id), "status", "attempt")
+        for job_id in cast(list[str], self.redis.zrange(keys.RUNNING, 0, -1)):
+            raw = cast(list[str | None], self.redis.hmget(keys.job(job_id), "status", "attempt"))
             if raw[0] != Status.RUNNING:
                 self.redis.zrem(keys.RUNNING, job_id)
             elif not self.redis.exists(keys.job_lease(job_id)):
@@ -343,7 +346,8 @@ class JobStore:
     def renew_lease(self, job_id: str, node: str, attempt: int) -> bool:
         """Extend the lease; False when it is no longer ours (the job was taken from us)."""
         ms = int(self.jobs.lease_seconds * 1000)
-        return bool(self._renew(keys=[keys.job_lease(job_id)], args=[lease_value(node, attempt), ms]))
+        renewed = self._renew(keys=[keys.job_lease(job_id)], args=[lease_value(node, attempt), ms])
+        return bool(renewed)
 
     @broker_errors
     def cancel_requested(self, job_id: str) -> bool:
@@ -355,7 +359,7 @@ class JobStore:
         `metrics` are merged into those the claim stored (queue_wait_s).
         """
         if fields.get("metrics") is not None:
-            claimed = self.redis.hget(keys.job(job_id), "metrics")
+            claimed = cast(str | None, self.redis.hget(keys.job(job_id), "metrics"))
             fields["metrics"] = (json.loads(claimed) if claimed else {}) | fields["metrics"]
         stored = {name: json.dumps(value) if name in JSON_FIELDS else str(value)
                   for name, value in fields.items() if value is not None}
@@ -382,11 +386,11 @@ class JobStore:
         transition's event atomically. InvalidTransition otherwise, JobNotFound if it is gone.
         """
         for _ in range(CAS_RETRIES):
-            raw = self.redis.hgetall(keys.job(job_id))
+            raw = self._hash(job_id)
             if not raw:
                 raise JobNotFound(job_id)
             self._check_allowed(raw, to, allowed_from, expect_attempt)
-            new = {**raw, **fields, "status": to.value}
+            new: dict[str, str] = {**raw, **fields, "status": to.value}
             result = self._run_transition(job_id, raw, new, reason, lease_node_name)
             if result > 0:
                 return view(new)
@@ -395,8 +399,11 @@ class JobStore:
         raise InvalidTransition(f"job {job_id} kept changing under transition to {to}")
 
     # --- internals ----------------------------------------------------------------------
+    def _hash(self, job_id: str) -> dict[str, str]:
+        return cast(dict[str, str], self.redis.hgetall(keys.job(job_id)))
+
     def _raw(self, job_id: str, owner: str | None) -> dict[str, str]:
-        raw = self.redis.hgetall(keys.job(job_id)) if valid_job_id(job_id) else {}
+        raw = self._hash(job_id) if valid_job_id(job_id) else {}
         if not raw or (owner is not None and raw.get("owner") != owner):
             raise JobNotFound(job_id)
         return raw
@@ -412,7 +419,7 @@ class JobStore:
         return {"finished_at": repr(time.time()), "error": json.dumps(error)}
 
     def _try_expire(self, job_id: str) -> dict[str, Any] | None:
-        raw = self.redis.hgetall(keys.job(job_id))
+        raw = self._hash(job_id)
         try:
             return self.transition(job_id, Status.EXPIRED, self._expire_fields(raw),
                                    allowed_from=(Status.QUEUED,))
@@ -474,7 +481,7 @@ class JobStore:
                 raw["created_at"], *changed]
         key_list = [keys.job(job_id), keys.job_events(job_id), keys.QUEUED, keys.RUNNING,
                     keys.STATUS_COUNTS, keys.job_lease(job_id)]
-        return int(self._transition(keys=key_list, args=args))
+        return cast(int, self._transition(keys=key_list, args=args))
 
     def _subscribe(self, job_id: str) -> Subscription | PrivateSubscription:
         if self.hub is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -25,7 +25,7 @@ def write_heartbeat(redis_client: redis.Redis, report: dict[str, Any], interval:
     stored["last_seen"] = repr(time.time())
     key = keys.worker(report["node"])
     with redis_client.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping=stored)
+        pipe.hset(key, mapping=cast("dict[Any, Any]", stored))
         pipe.pexpire(key, int(interval * HEARTBEATS_PER_TTL * 1000))
         pipe.execute()
 
@@ -33,13 +33,14 @@ def write_heartbeat(redis_client: redis.Redis, report: dict[str, Any], interval:
 @broker_errors
 def publish_pipeline_info(redis_client: redis.Redis, info: dict[str, str]) -> None:
     """What the workers serve (index_version, model_id, prompt_version): scopes cache entries."""
-    redis_client.hset(keys.PIPELINE_INFO, mapping={name: info[name] for name in PIPELINE_FIELDS})
+    fields = {name: info[name] for name in PIPELINE_FIELDS}
+    redis_client.hset(keys.PIPELINE_INFO, mapping=cast("dict[Any, Any]", fields))
 
 
 @broker_errors
 def pipeline_info(redis_client: redis.Redis) -> dict[str, str]:
     """The last published pipeline info; empty before any worker loaded its pipeline."""
-    return dict(redis_client.hgetall(keys.PIPELINE_INFO))
+    return cast(dict[str, str], redis_client.hgetall(keys.PIPELINE_INFO))
 
 
 def _decode(raw: dict[str, str]) -> dict[str, Any]:
@@ -61,5 +62,5 @@ def list_workers(redis_client: redis.Redis) -> list[dict[str, Any]]:
     with redis_client.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.hgetall(name)
-        raws = pipe.execute()
+        raws = cast(list[dict[str, str]], pipe.execute())
     return [_decode(raw) for raw in raws if raw]

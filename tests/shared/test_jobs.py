@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -15,6 +15,7 @@ from shared.errors import BrokerUnavailable, InvalidTransition, JobNotFound
 from shared.events import replay
 from shared.jobs import FINAL, JobStore, Status
 from shared.settings import load_settings
+from shared.tasks import make_client, submit_job
 from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -224,3 +225,24 @@ def test_records_hold_json_fields_as_json(store: JobStore) -> None:
     stored = store.redis.hget(keys.job(job["id"]), "result")
     assert stored is not None and json.loads(stored) == {"answer": "a", "sources": []}
     assert isinstance(store.redis, redis.Redis)
+
+
+def test_submit_with_the_broker_down_is_broker_unavailable(broker_redis: RedisServer) -> None:
+    settings = load_settings(broker={"url": broker_redis.url})
+    store = JobStore(broker_redis.client(), settings)
+    broker_redis.stop()
+    with pytest.raises(BrokerUnavailable, match="broker Redis unavailable"):
+        submit_job(store, make_client(settings), owner="o", query="q", top_k=1, request_id="r")
+
+
+def test_submit_discards_the_record_when_the_task_cannot_be_sent(
+    broker_redis: RedisServer, redis_factory: Callable[..., RedisServer]
+) -> None:
+    settings = load_settings(broker={"url": broker_redis.url})
+    store = JobStore(broker_redis.client(), settings)
+    down = redis_factory()
+    down.stop()
+    celery = make_client(load_settings(broker={"url": down.url}))
+    with pytest.raises(BrokerUnavailable, match="cannot queue job"):
+        submit_job(store, celery, owner="o", query="q", top_k=1, request_id="r")
+    assert store.list_for("o") == ([], 0) and store.queue_depth() == 0

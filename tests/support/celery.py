@@ -11,6 +11,7 @@ even when the test fails. Import it into a test module to use it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -61,7 +63,7 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def report(self) -> dict | None:
+    def report(self) -> dict[str, Any] | None:
         """This worker's live heartbeat (written by its current pool child), if any."""
         with redis.Redis.from_url(self.broker_url, decode_responses=True) as client:
             for report in list_workers(client):
@@ -69,7 +71,9 @@ class WorkerProcess:
                     return report
         return None
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT, not_child: int | None = None) -> WorkerProcess:
+    def wait_ready(
+        self, timeout: float = READY_TIMEOUT, not_child: int | None = None
+    ) -> WorkerProcess:
         """Block until a pool child has loaded the pipeline (and is not `not_child`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -102,10 +106,8 @@ class WorkerProcess:
         """Warm shutdown (SIGTERM), then SIGKILL whatever is left of the group."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
         self._signal_group(signal.SIGKILL)
         self.process.wait(timeout=STOP_TIMEOUT)
 
@@ -113,10 +115,8 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
     def _signal_group(self, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def start_worker(env: dict[str, str], tmp_path: Path, name: str, queue: str = "ragq.generate"

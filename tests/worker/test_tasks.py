@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -38,11 +39,16 @@ class Stack:
     hub: EventHub
     metrics_port: int
 
-    def submit(self, query: str = "what is ragq?") -> dict:
+    def submit(self, query: str = "what is ragq?") -> dict[str, Any]:
         return submit_job(self.store, self.celery, owner="alice", query=query, top_k=2,
                           request_id=f"req-{uuid.uuid4().hex[:8]}")
 
-    def events(self, job_id: str, after: int = 0) -> list[dict]:
+    def final(self, job_id: str) -> dict[str, Any]:
+        record = self.store.wait_final(job_id, READ_TIMEOUT)
+        assert record is not None, f"job {job_id} not final after {READ_TIMEOUT}s"
+        return record
+
+    def events(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
         return list(read_events(self.store.redis, job_id, after, hub=self.hub,
                                 idle_timeout=READ_TIMEOUT))
 
@@ -70,7 +76,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         server.stop()
 
 
-def types(events: list[dict]) -> list[str]:
+def types(events: list[dict[str, Any]]) -> list[str]:
     return [event["type"] for event in events]
 
 
@@ -128,7 +134,7 @@ def test_cancel_queued_never_touches_the_model(stack: Stack) -> None:
     first = stack.store.cancel(victim["id"], "alice")
     assert first["status"] == "cancelled"
     assert stack.store.cancel(victim["id"], "alice") == first
-    assert stack.store.wait_final(blocker["id"], READ_TIMEOUT)["status"] == "succeeded"
+    assert stack.final(blocker["id"])["status"] == "succeeded"
     assert types(stack.events(victim["id"])) == ["status", "done"]
     record = stack.store.get(victim["id"])
     assert record["attempt"] == 0 and record["started_at"] is None
@@ -142,7 +148,7 @@ def test_job_past_its_queue_deadline_expires_without_running(stack: Stack) -> No
     assert events[-1]["error"]["type"] == "JobExpired"
     assert events[-1]["job"]["status"] == "expired" and events[-1]["job"]["attempt"] == 0
     for blocker in blockers:
-        stack.store.wait_final(blocker["id"], READ_TIMEOUT)
+        stack.final(blocker["id"])
 
 
 def test_malformed_messages_fail_the_job_and_the_worker_survives(stack: Stack) -> None:
@@ -152,12 +158,12 @@ def test_malformed_messages_fail_the_job_and_the_worker_survives(stack: Stack) -
     stack.celery.send_task(GENERATE_TASK, kwargs={"bogus": 1})
     stack.celery.send_task(GENERATE_TASK, args=["x"])
     stack.celery.send_task(GENERATE_TASK, kwargs={"job_id": str(uuid.uuid4()), "request_id": "r"})
-    record = stack.store.wait_final(job["id"], READ_TIMEOUT)
-    assert record is not None and record["status"] == "failed"
+    record = stack.final(job["id"])
+    assert record["status"] == "failed"
     assert record["error"]["type"] == "BadTaskMessage"
     assert "request_id must be a string" in record["error"]["message"]
     follow_up = stack.submit()
-    assert stack.store.wait_final(follow_up["id"], READ_TIMEOUT)["status"] == "succeeded"
+    assert stack.final(follow_up["id"])["status"] == "succeeded"
     assert stack.worker.child_pid() == child
 
 
@@ -194,4 +200,4 @@ def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(stack: Sta
     assert event["error"] == {"type": "WorkerLost", "message": "job killed its worker 3 times"}
     assert event["job"]["status"] == "failed"
     stack.worker.wait_ready()
-    assert stack.store.wait_final(stack.submit()["id"], READ_TIMEOUT)["status"] == "succeeded"
+    assert stack.final(stack.submit()["id"])["status"] == "succeeded"
