@@ -30,6 +30,14 @@ test: install
 test-fast: install
 	$(BIN)/pytest -q -m "not integration"
 
+INDEX_DIR ?= $(or $(PIPELINE_INDEX_DIR),index/sample)
+
+# The sample corpus's index: built when missing, rebuilt when a page in data/ changes.
+index: $(INDEX_DIR)/manifest.json
+
+$(INDEX_DIR)/manifest.json: $(wildcard data/*.md) | $(STAMP)
+	$(BIN)/ragq index data --out $(INDEX_DIR)
+
 lint: install
 	$(BIN)/ruff check web worker shared tests bench
 	$(BIN)/mypy web worker shared

@@ -25,6 +25,13 @@ class _Group(click.Group):
             sys.exit(1)
 
 
+def _quiet_model_loading() -> None:
+    """Model loading progress bars would bury the answer; the CLI's own output is the point."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _pipeline_settings(**overrides: Any) -> PipelineSettings:
     settings = load_settings().pipeline
     return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
@@ -49,6 +56,7 @@ def index_command(sources: tuple[Path, ...], out: Path | None) -> None:
     from worker.pipeline.index import build_index
 
     settings = _pipeline_settings()
+    _quiet_model_loading()
     target = out or settings.index_dir
     manifest = build_index(
         list(sources), target, settings, Embedder(settings.embedding_model, "cpu")
@@ -73,6 +81,7 @@ def ask_command(question: str, local: bool, top_k: int | None) -> None:
     if not local:
         raise click.UsageError("only --local is available: it runs the pipeline in this process")
     settings = _pipeline_settings()
+    _quiet_model_loading()
     pipeline = load_pipeline(settings)
     for item in pipeline.stream(question, top_k or settings.top_k):
         if isinstance(item, TokenItem):
@@ -100,6 +109,7 @@ def eval_command(squad: Path, answers: int) -> None:
     from worker.pipeline.evaluation import run_eval
 
     settings = _pipeline_settings()
+    _quiet_model_loading()
     with tempfile.TemporaryDirectory(prefix="ragq-eval-") as folder:
         report = run_eval(
             squad, settings.model_copy(update={"index_dir": Path(folder) / "index"}), answers

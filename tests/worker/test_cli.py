@@ -1,0 +1,80 @@
+"""The `ragq` command: errors as one line, settings table, index/ask/eval end to end."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from worker.cli import main
+
+from .pipeline.helpers import write_squad
+
+
+def test_settings_prints_the_markdown_table() -> None:
+    result = CliRunner().invoke(main, ["settings"])
+    assert result.exit_code == 0
+    assert result.output.startswith("| variable | default | meaning |")
+    assert "`PIPELINE_CHUNK_TOKENS`" in result.output and "`CB_LIMIT_EUR`" in result.output
+
+
+def test_bad_setting_is_one_line_and_non_zero() -> None:
+    result = CliRunner(env={"PIPELINE_TOP_K": "99"}).invoke(main, ["ask", "--local", "hi"])
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0 and "PIPELINE_TOP_K" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_ask_without_an_index_says_how_to_build_one(tmp_path: Path) -> None:
+    result = CliRunner(env={"PIPELINE_INDEX_DIR": str(tmp_path / "none")}).invoke(main, ["ask", "--local", "hi"])
+    assert result.exit_code == 1
+    assert "make index" in result.output and "Traceback" not in result.output
+
+
+def test_ask_needs_local() -> None:
+    result = CliRunner().invoke(main, ["ask", "hi"])
+    assert result.exit_code == 2 and "--local" in result.output
+
+
+@pytest.mark.integration
+def test_index_error_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "empty.txt").write_text("  \n")
+    result = CliRunner().invoke(main, ["index", str(tmp_path / "docs"), "--out", str(tmp_path / "idx")])
+    assert result.exit_code == 1
+    assert "empty.txt: file is empty" in result.output and not (tmp_path / "idx").exists()
+
+
+@pytest.mark.integration
+def test_index_then_ask_prints_tokens_then_sources(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "flower.md").write_text("# Flower\n\nFlower, the Celery monitor, listens on port 5555.\n")
+    (docs / "redis.md").write_text("# Redis\n\nThe broker Redis never evicts keys.\n")
+    env = {"PIPELINE_INDEX_DIR": str(tmp_path / "idx"), "PIPELINE_MAX_NEW_TOKENS": "12"}
+    runner = CliRunner(env=env)
+    built = runner.invoke(main, ["index", str(docs), "--out", str(tmp_path / "idx")])
+    assert built.exit_code == 0 and "indexed 2 chunks" in built.output
+    asked = runner.invoke(main, ["ask", "--local", "Which port does Flower use?", "--top-k", "2"])
+    assert asked.exit_code == 0, asked.output
+    answer, _, sources = asked.stdout.partition("Sources:")
+    assert answer.strip()
+    assert sources.splitlines()[1].startswith("[1] Flower (")
+
+
+@pytest.mark.integration
+def test_eval_prints_one_json_object(tmp_path: Path) -> None:
+    squad = write_squad(tmp_path / "s.json", [
+        ("Paris", [("Paris is the capital of France and home of the Eiffel Tower.",
+                    [("What is the capital of France?", "Paris")])]),
+        ("Volcanoes", [("Volcanoes erupt lava, ash and gases from the mantle.",
+                        [("What do volcanoes erupt?", "lava")])]),
+        ("Chess", [("Chess is a board game for two players with sixteen pieces each.",
+                    [("How many pieces does each chess player have?", "sixteen")])]),
+    ])
+    result = CliRunner().invoke(main, ["eval", "--squad", str(squad)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) >= {"dense", "sparse", "hybrid"} and "hybrid_rerank" not in report
+    assert report["answerable_questions"] == 3 and report["paragraphs"] == 3
+    assert report["hybrid"] == {"recall@1": 1.0, "recall@5": 1.0, "mrr@10": 1.0}
