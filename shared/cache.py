@@ -37,6 +37,7 @@ from shared.verify import Verdict, Verifier, WordGuard, WordVectors
 log = logging.getLogger(__name__)
 
 EXACT, SEMANTIC = "exact", "semantic"
+JOB_EMBEDDING_FIELD = "cache_embedding"  # job hash field: the web's query embedding (base64)
 HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 64
 HNSW_EF_CONSTRUCTION = 80
@@ -71,6 +72,17 @@ class Scope:
         """A short stable digest of the scope, used in Redis keys and the index map."""
         text = f"{self.index_version}|{self.model_id}|{self.prompt_version}|{self.top_k}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def scope_for(pipeline_info: dict[str, str], top_k: int) -> Scope:
+    """The scope of a query with `top_k` answered by workers that publish `pipeline_info`
+    (keys.PIPELINE_INFO: index_version, model_id, prompt_version)."""
+    return Scope(
+        index_version=pipeline_info.get("index_version", ""),
+        model_id=pipeline_info.get("model_id", ""),
+        prompt_version=pipeline_info.get("prompt_version", ""),
+        top_k=top_k,
+    )
 
 
 @dataclass
@@ -191,15 +203,20 @@ class SemanticCache:
     def __init__(
         self,
         settings: CacheSettings,
-        embedder: EmbedderLike,
+        embedder: EmbedderLike | None,
         redis_client_or_url: redis.Redis | str,
         verifier: Verifier | None | str = "settings",
     ) -> None:
-        """`verifier`: "settings" builds the stage CacheSettings describe; None turns it off."""
+        """`verifier`: "settings" builds the stage CacheSettings describe; None turns it off.
+        `embedder` None: a writer only (the worker stores the embedding the web computed)."""
         self.settings = settings
         self.embedder = embedder
         self.redis = self._client(redis_client_or_url)
-        self.verifier = build_verifier(settings, embedder) if verifier == "settings" else verifier
+        self.verifier = (
+            build_verifier(settings, embedder)
+            if verifier == "settings" and embedder is not None
+            else None if verifier == "settings" else verifier
+        )
         self._indexes: dict[str, _ScopeIndex] = {}
         self._known: set[str] = set()
         self._last_id = "0-0"
@@ -222,7 +239,7 @@ class SemanticCache:
     def lookup(self, query: str, scope: Scope) -> CacheLookup:
         """Find an answer for `query` within `scope`: exact text first, then a verified
         nearest neighbour. Never raises for cache Redis failures (they are misses)."""
-        if not self.settings.enabled:
+        if not self.settings.enabled or self.embedder is None:
             return CacheLookup(hit=False)
         result = self._guarded("lookup_exact", lambda: self._lookup_exact(query, scope), None)
         if result is None:
@@ -237,7 +254,9 @@ class SemanticCache:
         `query` in `scope`, for `ttl_seconds`. Returns the entry id, None when skipped."""
         if not self.settings.enabled or not str(payload.get("answer") or "").strip():
             return None
-        vector = embedding if embedding is not None else self.embedder.encode_one(query)
+        if embedding is None and self.embedder is None:
+            return None
+        vector = embedding if embedding is not None else self._embed(query)
         entry_id = uuid.uuid4().hex
         return self._guarded(
             "store", lambda: self._write(entry_id, query, scope, vector, payload), None
@@ -292,8 +311,12 @@ class SemanticCache:
         )
 
     # --- semantic path ---------------------------------------------------------------------
+    def _embed(self, query: str) -> np.ndarray:
+        assert self.embedder is not None, "lookups and stores without an embedding need one"
+        return self.embedder.encode_one(query)
+
     def _lookup_semantic(self, query: str, scope: Scope) -> CacheLookup:
-        vector = self.embedder.encode_one(query)
+        vector = self._embed(query)
         if self._guarded("sync", self._sync_if_due, False) is False:
             return CacheLookup(hit=False, embedding=vector)
         rejected: list[str] = []
@@ -347,27 +370,36 @@ class SemanticCache:
     def _write(
         self, entry_id: str, query: str, scope: Scope, vector: np.ndarray, payload: dict[str, Any]
     ) -> str:
-        ttl = self.settings.ttl_seconds
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            keys.cache_entry(entry_id),
-            mapping={
-                "question": query,
-                "scope": scope.key,
-                "embedding": encode_vector(vector),
-                "payload": json.dumps(payload),
-                "created": f"{time.time():.3f}",
-            },
-        )
+        self.queue_write(pipe, entry_id, query, scope, vector, payload)
+        pipe.execute()
+        return entry_id
+
+    def queue_write(
+        self,
+        pipe: Any,
+        entry_id: str,
+        query: str,
+        scope: Scope,
+        vector: np.ndarray,
+        payload: dict[str, Any],
+    ) -> None:
+        """Add one entry's writes to a Redis pipeline (store() uses it; bulk loaders batch it)."""
+        ttl = self.settings.ttl_seconds
+        entry = {
+            "question": query,
+            "scope": scope.key,
+            "embedding": encode_vector(vector),
+            "payload": json.dumps(payload),
+            "created": f"{time.time():.3f}",
+        }
+        pipe.hset(keys.cache_entry(entry_id), mapping=entry)
         pipe.expire(keys.cache_entry(entry_id), ttl)
         pipe.set(keys.cache_exact(scope.key, text_hash(query)), entry_id, ex=ttl)
         min_id = f"{int((time.time() - ttl) * 1000)}-0"
-        pipe.xadd(
-            keys.CACHE_LOG, {"id": entry_id, "scope": scope.key}, minid=min_id, approximate=True
-        )
+        log_fields = {"id": entry_id, "scope": scope.key}
+        pipe.xadd(keys.CACHE_LOG, log_fields, minid=min_id, approximate=True)
         pipe.xtrim(keys.CACHE_LOG, maxlen=self.settings.max_entries, approximate=True)
-        pipe.execute()
-        return entry_id
 
     def _sync_if_due(self) -> bool:
         if time.monotonic() - self._last_sync >= self.settings.sync_interval_seconds:
@@ -403,7 +435,8 @@ class SemanticCache:
                 (item["id"], question, decode_vector(embedding))
             )
         for scope_key, entries in by_scope.items():
-            self._indexes.setdefault(scope_key, _ScopeIndex(self.embedder.dim)).add(entries)
+            dim = len(entries[0][2])
+            self._indexes.setdefault(scope_key, _ScopeIndex(dim)).add(entries)
 
     # --- bookkeeping -----------------------------------------------------------------------
     def _count(self, result: CacheLookup) -> None:

@@ -26,6 +26,7 @@ from shared.pricing import cost_eur
 from shared.settings import Settings
 from shared.tasks import send_generate
 from shared.workers import publish_pipeline_info, write_heartbeat
+from worker.aftercare import AfterSuccess
 from worker.pipeline import load_pipeline
 from worker.pipeline.types import Answer, PipelineLike, SourcesItem, TokenItem
 
@@ -253,18 +254,22 @@ def after_success(record: dict[str, Any], answer: Answer) -> None:
     """Runs once after a job succeeded: the place for the cache write and the breaker charge."""
     log.info("job succeeded", extra={"cost_eur": record["metrics"]["cost_eur"],
                                      "generated_tokens": answer.generated_tokens})
+    if _after_success is not None:
+        _after_success(record)
 
 
 _runtime: Runtime | None = None
+_after_success: AfterSuccess | None = None
 
 
 def start(settings: Settings, celery: Celery, node: str) -> Runtime:
     """Build this process's runtime: load the pipeline once, start the background threads."""
-    global _runtime
+    global _runtime, _after_success
     pipeline = load_pipeline(settings.pipeline)
     client = redis.Redis.from_url(settings.broker.url, decode_responses=True,
                                   socket_connect_timeout=settings.broker.connect_timeout_seconds)
     _runtime = Runtime(settings, pipeline, client, celery, node)
+    _after_success = AfterSuccess(settings, client, _runtime.pipeline_info())
     _runtime.start_background()
     serve_metrics(settings.worker.metrics_port)
     return _runtime
