@@ -1,4 +1,4 @@
-"""Queue overhead on an idle worker: submit_job() to the job's `running` status (target p50 <= 15 ms).
+"""Queue overhead on an idle worker: submit_job() to `running` (target p50 <= 15 ms).
 
 One real Celery worker (prefork, concurrency 1, fake pipeline: 1 token, no delay, so the
 model is not what is measured), one job at a time, each submitted only after the previous
