@@ -42,5 +42,10 @@ lint: install
 	$(BIN)/ruff check web worker shared tests bench
 	$(BIN)/mypy web worker shared
 
+# Starts the whole local stack (see scripts/run.sh and Procfile); Ctrl-C stops it.
+run: install
+	@test -e $${PIPELINE_INDEX_DIR:-index/sample} || $(MAKE) index
+	scripts/run.sh
+
 clean:
 	rm -rf $(VENV) .run

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make run`: ragq's local stack under honcho (Procfile): broker and cache redis-servers unless
+# reachable ones are configured, the Celery worker (restarted if it dies), gunicorn, Flower.
+# Waits until /health/ready, prints the URL and a curl example; Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+export RAGQ_RUN_DIR="$PWD/.run"
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$RAGQ_RUN_DIR/prometheus-web}"
+export PYTHONUNBUFFERED=1
+eval "$(python scripts/run_stack.py env)"
+mkdir -p "$RAGQ_RUN_DIR/broker" "$RAGQ_RUN_DIR/cache"
+
+# shellcheck disable=SC2086  # RAGQ_PROCESSES is a list of Procfile names
+honcho start -f Procfile $RAGQ_PROCESSES &
+honcho_pid=$!
+# Ctrl-C reaches honcho too (same process group); a TERM sent to this script alone is forwarded.
+trap 'kill -TERM "$honcho_pid" 2>/dev/null || true' INT TERM
+python scripts/run_stack.py wait-ready --runner-pid "$honcho_pid" || kill -TERM "$honcho_pid"
+wait "$honcho_pid" || true
+wait "$honcho_pid" 2>/dev/null || true

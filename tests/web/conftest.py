@@ -1,0 +1,45 @@
+"""Fixtures of the web tests: apps built on temporary settings, and their test clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from shared.settings import load_settings
+from tests.support.servers import free_port
+from web.app import create_app
+
+KEY = "test-key-one"
+OTHER_KEY = "test-key-two"
+
+
+@pytest.fixture
+def make_app() -> Callable[..., Flask]:
+    """Build an app; `overrides` maps a settings group to field values. The broker is a closed port."""
+
+    def make(**overrides: dict[str, Any]) -> Flask:
+        groups: dict[str, dict[str, Any]] = {
+            "broker": {"url": f"redis://127.0.0.1:{free_port()}/0", "connect_timeout_seconds": 0.5},
+            "log": {"json_format": False, "level": "WARNING"},
+        }
+        for group, values in overrides.items():
+            groups[group] = {**groups.get(group, {}), **values}
+        app = create_app(load_settings(**groups))
+        app.config["TESTING"] = True
+        return app
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app(auth={"enabled": True, "api_keys": [KEY, OTHER_KEY]})
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

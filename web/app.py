@@ -1,0 +1,47 @@
+"""The Flask application factory: the one place the front end is wired together.
+
+    gunicorn -c web/gunicorn_conf.py 'web.app:create_app()'
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify
+from flask_openapi3 import Info, OpenAPI
+
+from shared.logs import configure_logging
+from shared.settings import Settings, load_settings
+from web import bodies, health, jobs, observability, problems, query, request_ids, resources, stream
+from web.auth import KEY_HEADER
+
+API_VERSION = "1.0.0"
+SECURITY_SCHEMES = {"ApiKey": {"type": "apiKey", "in": "header", "name": KEY_HEADER}}
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the front end from `settings` (read from the environment when None)."""
+    settings = settings or load_settings()
+    configure_logging(settings.log, service="web")
+    app = OpenAPI(
+        __name__,
+        info=Info(title="ragq", version=API_VERSION,
+                  description="Retrieval-augmented question answering as jobs. See docs/api.md."),
+        security_schemes=SECURITY_SCHEMES,
+        doc_prefix="/docs",
+        validation_error_callback=problems.from_validation_error,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    resources.init_app(app, settings)
+    request_ids.init_app(app)
+    bodies.init_app(app, settings.api.max_body_bytes)
+    problems.init_app(app)
+    observability.init_app(app)
+    app.register_api(jobs.bp)
+    app.register_api(query.bp)
+    app.register_api(health.bp)
+    stream.init_app(app, settings.api.ws_ping_seconds)
+    app.add_url_rule("/openapi.json", "openapi_json", lambda: _openapi(app))
+    return app
+
+
+def _openapi(app: OpenAPI) -> Response:
+    return jsonify(app.api_doc)

@@ -1,0 +1,91 @@
+"""API keys, owners and WebSocket tickets.
+
+A job belongs to the key that made it, recorded only as a hash of the key (the key is never
+stored). Browsers cannot set headers on a WebSocket, so they trade their key for a short-lived,
+single-use ticket (`POST /v1/ws-tickets`) and pass it as `?ticket=`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+import redis
+from flask import g, request
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import Forbidden, Unauthorized
+
+from shared import keys
+from shared.errors import BrokerUnavailable
+from shared.settings import AuthSettings
+
+KEY_HEADER = "X-API-Key"
+ANONYMOUS = "anonymous"
+_CHALLENGE = WWWAuthenticate("ApiKey", {"header": KEY_HEADER})
+
+
+def owner_of(key: str) -> str:
+    """The owner id of a key: a hash, so records never hold the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def key_is_known(presented: str, accepted: list[str]) -> bool:
+    """Constant-time comparison against every accepted key (no early exit on a match)."""
+    matched = False
+    for key in accepted:
+        matched |= hmac.compare_digest(key.encode(), presented.encode())
+    return matched
+
+
+def owner_for_key(settings: AuthSettings, presented: str | None) -> str:
+    """The caller's owner id; raises Unauthorized for a missing or unknown key."""
+    if not settings.enabled:
+        return ANONYMOUS
+    if not presented:
+        raise Unauthorized(f"this route needs an {KEY_HEADER} header", www_authenticate=_CHALLENGE)
+    if not key_is_known(presented, settings.api_keys):
+        raise Unauthorized(f"unknown {KEY_HEADER}", www_authenticate=_CHALLENGE)
+    return owner_of(presented)
+
+
+def require_owner(settings: AuthSettings) -> str:
+    """Authenticate the current request by its header; the owner is kept on `g`."""
+    g.owner = owner_for_key(settings, request.headers.get(KEY_HEADER))
+    return str(g.owner)
+
+
+def issue_ticket(client: redis.Redis, owner: str, ttl_seconds: int) -> str:
+    """A fresh random ticket that stands for `owner` for `ttl_seconds`, once."""
+    ticket = secrets.token_urlsafe(32)
+    try:
+        client.set(keys.ws_ticket(ticket), owner, ex=ttl_seconds)
+    except redis.RedisError as error:
+        raise BrokerUnavailable(str(error)) from error
+    return ticket
+
+
+def redeem_ticket(client: redis.Redis, ticket: str) -> str:
+    """The ticket's owner; the ticket is gone afterwards. Raises Unauthorized when unknown or used."""
+    try:
+        owner = client.getdel(keys.ws_ticket(ticket))
+    except redis.RedisError as error:
+        raise BrokerUnavailable(str(error)) from error
+    if owner is None:
+        raise Unauthorized("unknown, expired or already used ticket")
+    return owner.decode() if isinstance(owner, bytes) else str(owner)
+
+
+def check_origin(settings: AuthSettings, origin: str | None) -> None:
+    """Browsers send Origin; refuse those not allowed. Non-browser clients send none."""
+    if origin and settings.allowed_origins and origin not in settings.allowed_origins:
+        raise Forbidden(f"origin {origin} may not open WebSockets")
+
+
+def websocket_owner(settings: AuthSettings, client: redis.Redis) -> str:
+    """Authenticate a WebSocket handshake: Origin first, then a ticket or the key header."""
+    check_origin(settings, request.headers.get("Origin"))
+    ticket = request.args.get("ticket")
+    if ticket:
+        return redeem_ticket(client, ticket)
+    return owner_for_key(settings, request.headers.get(KEY_HEADER))

@@ -1,0 +1,83 @@
+"""Health: liveness, readiness, the workers' device report, and queue statistics. No key needed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from flask import Flask, Response, current_app, jsonify
+from flask_openapi3 import APIBlueprint, Tag
+
+from shared.errors import BrokerUnavailable
+from shared.workers import list_workers
+from web.problems import problem, retry_after
+from web.resources import resources
+from web.schemas import ProblemOut
+
+READY_RETRY_AFTER_SECONDS = 5
+STATS_SECTIONS = "ragq.stats_sections"
+
+bp = APIBlueprint("health", __name__, url_prefix="/health", abp_tags=[Tag(name="health")])
+
+
+def register_stats(app: Flask, name: str, section: Callable[[], dict[str, Any] | None]) -> None:
+    """Add a section (e.g. cache, breaker) to /health/stats; `section()` runs per request."""
+    app.extensions.setdefault(STATS_SECTIONS, {})[name] = section
+
+
+def _workers() -> list[dict[str, Any]]:
+    try:
+        return list(list_workers(resources().redis))
+    except redis.RedisError as error:
+        raise BrokerUnavailable(str(error)) from error
+
+
+def _broker_reachable() -> bool:
+    try:
+        return bool(resources().redis.ping())
+    except redis.RedisError:
+        return False
+
+
+@bp.get("")
+def live() -> Response:
+    """Liveness: the process answers (touches nothing else)."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/ready", responses={503: ProblemOut})
+def ready() -> Response:
+    """Ready when the broker answers and a worker is online with its pipeline loaded."""
+    broker = _broker_reachable()
+    loaded = [w for w in _workers() if w.get("pipeline_loaded")] if broker else []
+    checks = {"broker": broker, "workers_ready": len(loaded)}
+    if broker and loaded:
+        return jsonify({"status": "ready", "checks": checks})
+    missing = "the broker is unreachable" if not broker else "no worker has its pipeline loaded"
+    return problem(503, missing, slug="not-ready", title="Not ready", checks=checks,
+                   headers=retry_after(READY_RETRY_AFTER_SECONDS))
+
+
+@bp.get("/gpu", responses={503: ProblemOut})
+def gpu() -> Response:
+    """The live workers' device reports (device, CUDA, model on device, VRAM used/total)."""
+    workers = _workers()
+    if not workers:
+        return problem(503, "no worker is online", slug="no-worker", title="No worker",
+                       headers=retry_after(READY_RETRY_AFTER_SECONDS))
+    return jsonify({"workers": workers})
+
+
+@bp.get("/stats")
+def stats() -> Response:
+    """Queue depth, workers, jobs by status, and the sections other parts register."""
+    store = resources().store
+    body: dict[str, Any] = {
+        "queue_depth": store.queue_depth(),
+        "workers": _workers(),
+        "jobs": store.status_counts(),
+    }
+    for name, section in current_app.extensions.get(STATS_SECTIONS, {}).items():
+        body[name] = section()
+    return jsonify(body)

@@ -1,0 +1,136 @@
+"""The job API: submit, read, list, cancel, batch, and WebSocket tickets."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Response, g, jsonify, request, url_for
+from flask_openapi3 import APIBlueprint, Tag
+
+from shared.tasks import submit_job
+from web.auth import issue_ticket, require_owner
+from web.bodies import check_body
+from web.problems import invalid_fields
+from web.request_ids import current_request_id
+from web.resources import resources, settings
+from web.schemas import (
+    BatchOut,
+    BatchRequest,
+    JobListQuery,
+    JobOut,
+    JobPage,
+    JobPath,
+    JobRequest,
+    PreferHeader,
+    ProblemOut,
+    Ticket,
+)
+
+SECURITY = [{"ApiKey": []}]
+PROBLEMS = {401: ProblemOut, 404: ProblemOut, 422: ProblemOut, 429: ProblemOut, 503: ProblemOut}
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+bp = APIBlueprint("jobs", __name__, url_prefix="/v1", abp_tags=[Tag(name="jobs")],
+                  abp_security=SECURITY, abp_responses=PROBLEMS)
+
+
+@bp.before_request
+def _authenticate() -> None:
+    require_owner(settings().auth)
+    check_body()
+
+
+def links(job_id: str) -> dict[str, str]:
+    """Where a job, its cancel action and its event stream live."""
+    return {
+        "self": url_for("jobs.get_job", job_id=job_id),
+        "cancel": url_for("jobs.cancel_job", job_id=job_id),
+        "stream": url_for("stream.stream", job_id=job_id, _external=True, _scheme=_ws_scheme()),
+    }
+
+
+def _ws_scheme() -> str:
+    return "wss" if request.scheme == "https" else "ws"
+
+
+def present(job: dict[str, Any]) -> dict[str, Any]:
+    """A job record as the API shows it: the record plus its links."""
+    return {**job, "links": links(str(job["id"]))}
+
+
+def submit(query: str, top_k: int | None) -> dict[str, Any]:
+    """Create the caller's job and send its task; the one path every submitting route takes."""
+    found = resources()
+    return submit_job(
+        found.store, found.celery, owner=g.owner, query=query,
+        top_k=top_k or settings().pipeline.top_k, request_id=current_request_id(),
+    )
+
+
+def prefer_wait(prefer: str | None) -> float:
+    """Seconds asked for by `Prefer: wait=N`, capped by API_PREFER_WAIT_MAX_SECONDS; 0 when absent."""
+    match = _PREFER_WAIT.search(prefer or "")
+    if match is None:
+        return 0.0
+    return min(float(match.group(1)), settings().api.prefer_wait_max_seconds)
+
+
+@bp.post("/jobs", responses={202: JobOut, 200: JobOut, 400: ProblemOut, 413: ProblemOut, 415: ProblemOut})
+def create_job(body: JobRequest, header: PreferHeader) -> Response:
+    """Submit a question; 202 with the queued job, or 200 with the finished one under `Prefer: wait=N`."""
+    job = submit(body.query, body.top_k)
+    wait = prefer_wait(header.prefer)
+    status = 202
+    if wait > 0:
+        finished = resources().store.wait_final(job["id"], wait)
+        if finished is not None:
+            job, status = finished, 200
+    response = jsonify(present(job))
+    response.status_code = status
+    response.headers["Location"] = url_for("jobs.get_job", job_id=job["id"])
+    if wait > 0:
+        response.headers["Preference-Applied"] = f"wait={wait:g}"
+    return response
+
+
+@bp.get("/jobs/<job_id>", responses={200: JobOut})
+def get_job(path: JobPath) -> Response:
+    """The job, if it belongs to the caller (404 otherwise, exactly as for an unknown id)."""
+    return jsonify(present(resources().store.get(path.job_id, owner=g.owner)))
+
+
+@bp.get("/jobs", responses={200: JobPage})
+def list_jobs(query: JobListQuery) -> Response:
+    """The caller's jobs, newest first, `limit` at a time from `offset`."""
+    limit = query.limit or settings().api.page_size
+    jobs, total = resources().store.list_for(g.owner, query.offset, limit)
+    page: dict[str, Any] = {"jobs": [present(job) for job in jobs], "total": total,
+                            "offset": query.offset, "limit": limit, "next": None}
+    if query.offset + len(jobs) < total:
+        page["next"] = url_for("jobs.list_jobs", offset=query.offset + len(jobs), limit=limit)
+    return jsonify(page)
+
+
+@bp.post("/jobs/<job_id>/cancel", responses={200: JobOut})
+def cancel_job(path: JobPath) -> Response:
+    """Ask the job to stop: a queued job never runs, a running one stops between tokens."""
+    return jsonify(present(resources().store.cancel(path.job_id, g.owner)))
+
+
+@bp.post("/batch", responses={202: BatchOut, 400: ProblemOut, 413: ProblemOut, 415: ProblemOut})
+def create_batch(body: BatchRequest) -> Response | tuple[Response, int]:
+    """One job per query (at most API_BATCH_MAX), all with the same top_k."""
+    limit = settings().api.batch_max
+    if len(body.queries) > limit:
+        return invalid_fields([{"field": "queries", "message": f"at most {limit} queries per batch"}])
+    jobs = [present(submit(query, body.top_k)) for query in body.queries]
+    return jsonify({"jobs": jobs}), 202
+
+
+@bp.post("/ws-tickets", responses={201: Ticket})
+def create_ticket() -> tuple[Response, int]:
+    """A single-use ticket that opens one WebSocket as the caller (browsers cannot set headers)."""
+    ttl = settings().auth.ticket_ttl_seconds
+    ticket = issue_ticket(resources().redis, g.owner, ttl)
+    return jsonify({"ticket": ticket, "expires_in": ttl}), 201

@@ -1,0 +1,110 @@
+"""The one translation of errors into HTTP problem details (RFC 9457), with request ids.
+
+`type` is `about:blank` for plain HTTP conditions (the title is then the status phrase) and a
+relative URI under /problems/ for ragq's own (documented in docs/api.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import redis
+from flask import Flask, Response, current_app, json
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from shared.errors import BrokerUnavailable, BudgetExceeded, JobNotFound, QueueFull
+from shared.metrics import ERRORS
+from web.request_ids import current_request_id
+
+PROBLEM_JSON = "application/problem+json"
+BROKER_RETRY_AFTER_SECONDS = 5
+
+log = logging.getLogger(__name__)
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> Response:
+    """A problem-details response; `slug` names a ragq problem type, None means about:blank."""
+    body = {
+        "type": f"/problems/{slug}" if slug else "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "request_id": current_request_id(),
+        **extensions,
+    }
+    ERRORS.labels(type=slug or str(status)).inc()
+    response = current_app.response_class(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    response.headers.update(headers or {})
+    return response
+
+
+def retry_after(seconds: int) -> dict[str, str]:
+    return {"Retry-After": str(max(1, int(seconds)))}
+
+
+def invalid_fields(errors: list[dict[str, str]]) -> Response:
+    """422 listing each bad field as {field, message}."""
+    names = ", ".join(error["field"] for error in errors)
+    return problem(422, f"invalid fields: {names}", slug="validation", title="Request failed validation",
+                   errors=errors)
+
+
+def from_validation_error(error: ValidationError) -> Response:
+    """flask-openapi3's validation callback: pydantic's errors as a 422 problem."""
+    errors = [
+        {"field": ".".join(str(part) for part in item["loc"]) or "body", "message": item["msg"]}
+        for item in error.errors()
+    ]
+    return invalid_fields(errors)
+
+
+def _http(error: HTTPException) -> Response:
+    headers = {k: v for k, v in error.get_headers() if k.lower() not in ("content-type", "content-length")}
+    return problem(error.code or 500, error.description or "", headers=headers)
+
+
+def _not_found(error: JobNotFound) -> Response:
+    return problem(404, "no such job", slug="job-not-found", title="Job not found")
+
+
+def _broker_down(error: BrokerUnavailable | redis.ConnectionError | redis.TimeoutError) -> Response:
+    log.warning("broker unavailable: %s", error)
+    return problem(503, "the job broker is unreachable; retry shortly", slug="broker-unavailable",
+                   title="Service unavailable", headers=retry_after(BROKER_RETRY_AFTER_SECONDS))
+
+
+def _budget(error: BudgetExceeded) -> Response:
+    return problem(429, str(error), slug="budget-exceeded", title="Spending limit reached",
+                   headers=retry_after(error.retry_after))
+
+
+def _queue_full(error: QueueFull) -> Response:
+    return problem(429, str(error), slug="queue-full", title="Too many queued jobs",
+                   headers=retry_after(error.retry_after))
+
+
+def _unexpected(error: Exception) -> Response:
+    log.exception("unhandled error")
+    return problem(500, "an unexpected error occurred; quote the request id when reporting it")
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(HTTPException, _http)
+    app.register_error_handler(JobNotFound, _not_found)
+    app.register_error_handler(BrokerUnavailable, _broker_down)
+    app.register_error_handler(redis.ConnectionError, _broker_down)
+    app.register_error_handler(redis.TimeoutError, _broker_down)
+    app.register_error_handler(BudgetExceeded, _budget)
+    app.register_error_handler(QueueFull, _queue_full)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,74 @@
+"""POST /query: the seed design's synchronous call, built on a job (submit, then wait)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Response, jsonify, url_for
+from flask_openapi3 import APIBlueprint, Tag
+
+from shared.metrics import QUERY_LATENCY
+from web.auth import require_owner
+from web.bodies import check_body
+from web.jobs import PROBLEMS, SECURITY, submit
+from web.problems import problem, retry_after
+from web.request_ids import current_request_id
+from web.resources import resources, settings
+from web.schemas import JobRequest, ProblemOut, QueryAnswer
+
+EXPIRED_RETRY_AFTER_SECONDS = 30
+# A job that ends without an answer: (HTTP status, problem slug, title).
+_UNANSWERED = {
+    "failed": (502, "job-failed", "The job failed"),
+    "cancelled": (409, "job-cancelled", "The job was cancelled"),
+    "expired": (503, "job-expired", "The job waited too long in the queue"),
+}
+
+bp = APIBlueprint("query", __name__, abp_tags=[Tag(name="query")], abp_security=SECURITY,
+                  abp_responses=PROBLEMS)
+
+
+@bp.before_request
+def _authenticate() -> None:
+    require_owner(settings().auth)
+    check_body()
+
+
+@bp.post("/query", responses={200: QueryAnswer, 409: ProblemOut, 502: ProblemOut, 504: ProblemOut})
+def query(body: JobRequest) -> Response:
+    """Answer in one round trip, waiting up to API_QUERY_WAIT_SECONDS; 504 leaves the job running."""
+    started = time.perf_counter()
+    job = submit(body.query, body.top_k)
+    finished = resources().store.wait_final(job["id"], settings().api.query_wait_seconds)
+    if finished is None:
+        link = url_for("jobs.get_job", job_id=job["id"])
+        return problem(504, "no answer in time; the job keeps running", slug="query-timeout",
+                       title="Answer not ready", job_id=job["id"], job=link)
+    if finished["status"] != "succeeded":
+        return _unanswered(finished)
+    elapsed = time.perf_counter() - started
+    QUERY_LATENCY.observe(elapsed)
+    return jsonify(answer_of(finished, elapsed))
+
+
+def answer_of(job: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
+    """The synchronous answer shape from a succeeded job."""
+    result = job.get("result") or {}
+    metrics = job.get("metrics") or {}
+    return {
+        "answer": result.get("answer", ""),
+        "sources": result.get("sources", []),
+        "latency_ms": round(elapsed_s * 1000, 1),
+        "request_id": current_request_id(),
+        "cached": bool(metrics.get("cached", False)),
+        "job_id": job["id"],
+    }
+
+
+def _unanswered(job: dict[str, Any]) -> Response:
+    status, slug, title = _UNANSWERED.get(job["status"], (502, "job-failed", "The job failed"))
+    error = job.get("error") or {}
+    headers = retry_after(EXPIRED_RETRY_AFTER_SECONDS) if status == 503 else None
+    return problem(status, str(error.get("message") or job["status"]), slug=slug, title=title,
+                   headers=headers, job_id=job["id"], job=url_for("jobs.get_job", job_id=job["id"]))

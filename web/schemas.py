@@ -1,0 +1,124 @@
+"""Pydantic models that validate requests and document the API (OpenAPI) from one source."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+QUERY_MIN_CHARS = 3
+QUERY_MAX_CHARS = 512
+TOP_K_MAX = 20
+BATCH_CEILING = 1000  # the schema's hard cap; API_BATCH_MAX (at most this) is the live limit
+
+QueryText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=QUERY_MIN_CHARS, max_length=QUERY_MAX_CHARS),
+]
+TopK = Annotated[int, Field(ge=1, le=TOP_K_MAX, description="Passages given to the generator; default PIPELINE_TOP_K.")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobRequest(_Strict):
+    """One question to answer."""
+
+    query: QueryText = Field(description="The question, 3 to 512 characters after trimming.")
+    top_k: TopK | None = None
+
+
+class BatchRequest(_Strict):
+    """Several questions; each becomes its own job."""
+
+    queries: list[QueryText] = Field(min_length=1, max_length=BATCH_CEILING, description="At most API_BATCH_MAX.")
+    top_k: TopK | None = None
+
+
+class JobPath(BaseModel):
+    job_id: str = Field(description="The job's id (a UUID4).")
+
+
+class JobListQuery(_Strict):
+    limit: int | None = Field(None, ge=1, le=200, description="Page size; default API_PAGE_SIZE.")
+    offset: int = Field(0, ge=0, description="Jobs to skip, newest first.")
+
+
+class PreferHeader(BaseModel):
+    """`Prefer: wait=N` (RFC 7240) holds the request up to N seconds for the finished job."""
+
+    prefer: str | None = Field(None, description="`wait=N`: wait up to N seconds (capped).")
+
+
+class Links(BaseModel):
+    self: str
+    cancel: str
+    stream: str = Field(description="WebSocket URL of the job's events.")
+
+
+class JobOut(BaseModel):
+    """A job record as clients see it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    status: str = Field(description="queued, running, succeeded, failed, cancelled or expired.")
+    query: str
+    top_k: int
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempt: int | None = None
+    request_id: str | None = None
+    queue_position: int | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    links: Links
+
+
+class JobPage(BaseModel):
+    jobs: list[JobOut]
+    total: int
+    offset: int
+    limit: int
+    next: str | None = Field(None, description="Link to the next page; absent on the last.")
+
+
+class BatchOut(BaseModel):
+    jobs: list[JobOut]
+
+
+class QueryAnswer(BaseModel):
+    """POST /query's synchronous answer."""
+
+    answer: str
+    sources: list[dict[str, Any]]
+    latency_ms: float
+    request_id: str
+    cached: bool
+    job_id: str
+
+
+class Ticket(BaseModel):
+    ticket: str = Field(description="Pass as `?ticket=` when opening a WebSocket; single use.")
+    expires_in: int = Field(description="Seconds until the ticket lapses.")
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details (content type application/problem+json)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    request_id: str
+    errors: list[FieldError] | None = None

@@ -1,0 +1,91 @@
+"""WS /v1/jobs/{id}/stream[?after=seq]: relays a job's events, one JSON object per message.
+
+The handshake is checked before it is accepted: a bad Origin is refused with 403, a missing
+or unknown key or ticket with 401, and an unknown job or another key's job with 404 (the same
+answer as an HTTP route gives), so no thread is held for a socket that could never stream.
+Accepted sockets replay every event after `after` from the job's Redis stream, then the live
+ones through the process's shared pub/sub hub, each once, in order, and close after done/error.
+simple-websocket pings every API_WS_PING_SECONDS and drops a peer that stops answering; an idle
+relay notices a gone client within LIVENESS_CHECK_SECONDS and returns its thread and its hub
+subscription.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Flask, g, request
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed, Server
+from werkzeug.exceptions import BadRequest
+
+from shared.events import read_events
+from shared.metrics import WEBSOCKETS_OPEN
+from web.auth import websocket_owner
+from web.resources import resources, settings
+
+NORMAL_CLOSURE = 1000
+# An idle relay checks this often whether its client is still there (a flag read, no I/O);
+# the protocol-level pings that keep proxies and dead peers honest run every API_WS_PING_SECONDS.
+LIVENESS_CHECK_SECONDS = 1.0
+
+bp = Blueprint("stream", __name__)
+sock = Sock()
+
+
+def parse_after(raw: str | None) -> int:
+    """`?after=n`: the last seq the client already has (0: from the start)."""
+    if raw is None:
+        return 0
+    if not raw.isdigit():
+        raise BadRequest("after must be a non-negative integer (the last seq received)")
+    return int(raw)
+
+
+@bp.before_request
+def _authorize() -> None:
+    found = resources()
+    g.owner = websocket_owner(settings().auth, found.redis)
+    job_id = str((request.view_args or {}).get("job_id", ""))
+    found.store.get(job_id, owner=g.owner)
+    g.after = parse_after(request.args.get("after"))
+
+
+@sock.route("/v1/jobs/<job_id>/stream", bp=bp)
+def stream(ws: Server, job_id: str) -> None:
+    """Relay the job's events until done/error or until the client leaves."""
+    WEBSOCKETS_OPEN.inc()
+    try:
+        relay(ws, job_id, g.after)
+    finally:
+        WEBSOCKETS_OPEN.dec()
+
+
+def relay(ws: Server, job_id: str, after: int) -> None:
+    """Send the job's events after `after`; return when the stream ends or the client leaves."""
+    found = resources()
+    events = read_events(found.redis, job_id, after, found.hub, ping=lambda: _still_open(ws),
+                         ping_interval=LIVENESS_CHECK_SECONDS)
+    try:
+        for event in events:
+            ws.send(_encode(event))
+        ws.close(NORMAL_CLOSURE, "job finished")
+    except ConnectionClosed:
+        return
+    finally:
+        events.close()  # drops the hub subscription at once
+
+
+def _still_open(ws: Server) -> None:
+    if not ws.connected:
+        raise ConnectionClosed(ws.close_reason, ws.close_message)
+
+
+def _encode(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"))
+
+
+def init_app(app: Flask, ping_seconds: float) -> None:
+    app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": ping_seconds}
+    app.register_blueprint(bp)
