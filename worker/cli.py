@@ -105,7 +105,7 @@ def ask_command(question: str, local: bool, top_k: int | None) -> None:
     help="Also generate answers for the first N answerable questions.",
 )
 def eval_command(squad: Path, answers: int) -> None:
-    """Index SQUAD's paragraphs into a temporary index and print retrieval (and answer) metrics as JSON."""
+    """Index SQUAD's paragraphs in a temporary index; print retrieval (and answer) metrics, JSON."""
     from worker.pipeline.evaluation import run_eval
 
     settings = _pipeline_settings()

@@ -26,7 +26,9 @@ def test_bad_setting_is_one_line_and_non_zero() -> None:
 
 
 def test_ask_without_an_index_says_how_to_build_one(tmp_path: Path) -> None:
-    result = CliRunner(env={"PIPELINE_INDEX_DIR": str(tmp_path / "none")}).invoke(main, ["ask", "--local", "hi"])
+    result = CliRunner(env={"PIPELINE_INDEX_DIR": str(tmp_path / "none")}).invoke(
+        main, ["ask", "--local", "hi"]
+    )
     assert result.exit_code == 1
     assert "make index" in result.output and "Traceback" not in result.output
 
@@ -40,7 +42,9 @@ def test_ask_needs_local() -> None:
 def test_index_error_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "empty.txt").write_text("  \n")
-    result = CliRunner().invoke(main, ["index", str(tmp_path / "docs"), "--out", str(tmp_path / "idx")])
+    result = CliRunner().invoke(
+        main, ["index", str(tmp_path / "docs"), "--out", str(tmp_path / "idx")]
+    )
     assert result.exit_code == 1
     assert "empty.txt: file is empty" in result.output and not (tmp_path / "idx").exists()
 
@@ -49,7 +53,9 @@ def test_index_error_names_the_file(tmp_path: Path) -> None:
 def test_index_then_ask_prints_tokens_then_sources(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "flower.md").write_text("# Flower\n\nFlower, the Celery monitor, listens on port 5555.\n")
+    (docs / "flower.md").write_text(
+        "# Flower\n\nFlower, the Celery monitor, listens on port 5555.\n"
+    )
     (docs / "redis.md").write_text("# Redis\n\nThe broker Redis never evicts keys.\n")
     env = {"PIPELINE_INDEX_DIR": str(tmp_path / "idx"), "PIPELINE_MAX_NEW_TOKENS": "12"}
     runner = CliRunner(env=env)
@@ -64,14 +70,38 @@ def test_index_then_ask_prints_tokens_then_sources(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_eval_prints_one_json_object(tmp_path: Path) -> None:
-    squad = write_squad(tmp_path / "s.json", [
-        ("Paris", [("Paris is the capital of France and home of the Eiffel Tower.",
-                    [("What is the capital of France?", "Paris")])]),
-        ("Volcanoes", [("Volcanoes erupt lava, ash and gases from the mantle.",
-                        [("What do volcanoes erupt?", "lava")])]),
-        ("Chess", [("Chess is a board game for two players with sixteen pieces each.",
-                    [("How many pieces does each chess player have?", "sixteen")])]),
-    ])
+    squad = write_squad(
+        tmp_path / "s.json",
+        [
+            (
+                "Paris",
+                [
+                    (
+                        "Paris is the capital of France and home of the Eiffel Tower.",
+                        [("What is the capital of France?", "Paris")],
+                    )
+                ],
+            ),
+            (
+                "Volcanoes",
+                [
+                    (
+                        "Volcanoes erupt lava, ash and gases from the mantle.",
+                        [("What do volcanoes erupt?", "lava")],
+                    )
+                ],
+            ),
+            (
+                "Chess",
+                [
+                    (
+                        "Chess is a board game for two players with sixteen pieces each.",
+                        [("How many pieces does each chess player have?", "sixteen")],
+                    )
+                ],
+            ),
+        ],
+    )
     result = CliRunner().invoke(main, ["eval", "--squad", str(squad)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

@@ -1,4 +1,4 @@
-"""FAISS inner-product search over unit vectors (cosine): exact by default, HNSW for large corpora."""
+"""FAISS inner product over unit vectors (cosine): exact by default, HNSW for large corpora."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class DenseIndex:
     @classmethod
     def build(cls, vectors: np.ndarray, index_type: str) -> DenseIndex:
         dim = int(vectors.shape[1])
+        index: faiss.Index
         if index_type == "hnsw":
             index = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION

@@ -77,7 +77,7 @@ def _f1(predicted: list[str], truth: list[str]) -> float:
 
 
 def first_rank(ranked_sources: Sequence[str], wanted: str) -> int | None:
-    """1-based rank of `wanted` in a ranking that may repeat sources (several chunks per paragraph)."""
+    """1-based rank of `wanted` in a ranking that may repeat sources (chunks of one paragraph)."""
     seen: list[str] = []
     for source in ranked_sources:
         if source not in seen:
@@ -140,7 +140,7 @@ def evaluate_answers(answer: Callable[[str], Answer], questions: list[Question])
 
 
 def run_eval(squad: Path, settings: PipelineSettings, answers: int = 0) -> dict[str, Any]:
-    """Index `squad` into `settings.index_dir`, then score retrieval (and `answers` generated answers)."""
+    """Index `squad` into `settings.index_dir`; score retrieval (and `answers` answers)."""
     questions = answerable_questions(squad)
     device = resolve_device(settings.device)
     embedder = Embedder(settings.embedding_model, device)
@@ -159,12 +159,27 @@ def run_eval(squad: Path, settings: PipelineSettings, answers: int = 0) -> dict[
 
         pipeline = Pipeline(settings, retriever)
         ask = partial(pipeline.query, top_k=settings.top_k)
-        report["answers"] = {"model": pipeline.model_id, **evaluate_answers(ask, questions[:answers])}
+        report["answers"] = {
+            "model": pipeline.model_id,
+            **evaluate_answers(ask, questions[:answers]),
+        }
     return report
 
 
 def _eval_settings(settings: PipelineSettings) -> dict[str, Any]:
-    fields = {"embedding_model", "chunk_tokens", "chunk_overlap", "index_titles", "index_type",
-              "dense_depth", "sparse_depth", "rrf_k", "rrf_dense_weight", "rrf_sparse_weight",
-              "reranker", "rerank_depth", "top_k"}
+    fields = {
+        "embedding_model",
+        "chunk_tokens",
+        "chunk_overlap",
+        "index_titles",
+        "index_type",
+        "dense_depth",
+        "sparse_depth",
+        "rrf_k",
+        "rrf_dense_weight",
+        "rrf_sparse_weight",
+        "reranker",
+        "rerank_depth",
+        "top_k",
+    }
     return settings.model_dump(include=fields, mode="json")

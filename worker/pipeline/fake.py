@@ -21,10 +21,17 @@ class FakePipeline:
         self.prompt_version = settings.prompt_version
         self.questions: list[str] = []
 
-    def stream(self, question: str, top_k: int, should_stop: StopCheck | None = None) -> Iterator[StreamItem]:
+    def stream(
+        self, question: str, top_k: int, should_stop: StopCheck | None = None
+    ) -> Iterator[StreamItem]:
         self.questions.append(question)
         sources = [
-            Source(chunk_id=f"fake-{i}", title="Fake", text=f"passage {i} for {question}", score=1.0 / (i + 1))
+            Source(
+                chunk_id=f"fake-{i}",
+                title="Fake",
+                text=f"passage {i} for {question}",
+                score=1.0 / (i + 1),
+            )
             for i in range(top_k)
         ]
         yield SourcesItem(sources=sources, retrieval_s=0.0, rerank_s=0.0)
@@ -60,5 +67,10 @@ class FakePipeline:
         return last
 
     def device_report(self) -> dict[str, Any]:
-        return {"device": "cpu", "cuda_available": False, "model_on_device": True,
-                "vram_used_gb": 0.0, "vram_total_gb": 0.0}
+        return {
+            "device": "cpu",
+            "cuda_available": False,
+            "model_on_device": True,
+            "vram_used_gb": 0.0,
+            "vram_total_gb": 0.0,
+        }

@@ -1,4 +1,4 @@
-"""The causal LM: loading (packaged GGUF cached as safetensors, 4-bit on CUDA) and token streaming."""
+"""The causal LM: loading (packaged GGUF cached as safetensors, NF4 on CUDA) and streaming."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from threading import Thread
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    BatchEncoding,
     BitsAndBytesConfig,
     StoppingCriteria,
     StoppingCriteriaList,
@@ -40,7 +41,7 @@ def resolve_device(device: str) -> str:
 
 
 def load_kwargs(device: str, load_in_4bit: bool) -> dict[str, Any]:
-    """from_pretrained arguments for a device: fp32 on CPU, bf16 on CUDA, NF4 + bf16 compute when asked."""
+    """from_pretrained arguments: fp32 on CPU, bf16 on CUDA, NF4 + bf16 compute when asked."""
     if device != "cuda":
         return {"dtype": torch.float32}
     kwargs: dict[str, Any] = {"dtype": torch.bfloat16, "device_map": "cuda"}
@@ -79,7 +80,7 @@ def cached_gguf_copy(gguf: Path, cache_dir: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The weights are plain tensors once de-quantized; only the GGUF marker forbids saving.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(staging)
@@ -113,9 +114,10 @@ class _StopHook(StoppingCriteria):
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
     ) -> torch.BoolTensor:
         self.fired = self.fired or bool(self.should_stop())
-        return torch.full(
+        flags = torch.full(
             (input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device
         )
+        return cast(torch.BoolTensor, flags)
 
 
 class Generation:
@@ -197,13 +199,13 @@ class Generator:
         self.model.eval()
         self.model_id = settings.generator_model
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
-
     def encode_chat(self, messages: list[dict[str, str]]) -> dict[str, torch.Tensor]:
         """The chat template applied to `messages`, as model inputs on the model's device."""
-        encoded = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        encoded = cast(
+            BatchEncoding,
+            self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            ),
         )
         return {key: value.to(self.model.device) for key, value in encoded.items()}
 

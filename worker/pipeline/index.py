@@ -30,7 +30,7 @@ EMBED_BATCH = 64
 
 
 def indexed_text(chunk: Chunk, with_title: bool) -> str:
-    """What is embedded and BM25-indexed for a chunk: its title helps when the text omits the topic."""
+    """What is embedded and BM25-indexed: a title helps when the text omits the topic."""
     return f"{chunk.title}\n{chunk.text}" if with_title else chunk.text
 
 
@@ -53,7 +53,8 @@ class CorpusIndex:
         """Read an index folder; IndexBuildError with the command to run when there is none."""
         if not (folder / MANIFEST).is_file():
             raise IndexBuildError(
-                f"no index at {folder}: build one with `ragq index data --out {folder}` (or `make index`)"
+                f"no index at {folder}: build one with `ragq index data --out {folder}` "
+                "(or `make index`)"
             )
         try:
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))

@@ -73,7 +73,7 @@ def _parse(path: Path, name: str, raw: str) -> list[Document]:
 
 
 def markdown_sections(name: str, raw: str) -> list[Document]:
-    """One document per heading section, titled `Page title › Section` (the first H1 names the page)."""
+    """One document per heading section, titled `Page › Section` (the first H1 names the page)."""
     page_title: str | None = None
     sections: list[tuple[str, list[str]]] = [("", [])]
     for line in raw.splitlines():

@@ -35,7 +35,7 @@ class Pipeline:
     def stream(
         self, question: str, top_k: int, should_stop: StopCheck | None = None
     ) -> Iterator[StreamItem]:
-        """Yield a SourcesItem, then TokenItems, then the Answer (always last, also when stopped)."""
+        """Yield a SourcesItem, then TokenItems, then the Answer (last, also when stopped)."""
         retrieval = self.retriever.retrieve(question, top_k)
         sources = fit_sources(
             retrieval.sources, self.generator.tokenizer, self.settings.max_context_tokens

@@ -1,10 +1,10 @@
-"""The generator's prompt: numbered sources within a token budget, and an instruction to use only them."""
+"""The generator's prompt: numbered sources within a token budget, to be used and nothing else."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from worker.pipeline.types import Source
 
@@ -17,9 +17,9 @@ MIN_PASSAGE_TOKENS = 32  # a passage cut shorter than this is more noise than he
 
 
 class TextTokenizer(Protocol):
-    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+    def encode(self, text: str, /, *, add_special_tokens: bool = ...) -> list[int]: ...
 
-    def decode(self, ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+    def decode(self, ids: list[int], /, *, skip_special_tokens: bool = ...) -> Any: ...
 
 
 def source_block(number: int, source: Source) -> str:
@@ -27,7 +27,7 @@ def source_block(number: int, source: Source) -> str:
 
 
 def fit_sources(sources: Sequence[Source], tokenizer: TextTokenizer, budget: int) -> list[Source]:
-    """The leading sources whose blocks fit `budget` tokens; the first that overflows is cut to fit."""
+    """The leading sources whose blocks fit `budget` tokens; the first to overflow is cut to fit."""
     kept: list[Source] = []
     left = budget
     for source in sources:
@@ -45,7 +45,7 @@ def fit_sources(sources: Sequence[Source], tokenizer: TextTokenizer, budget: int
         if room >= MIN_PASSAGE_TOKENS:
             ids = tokenizer.encode(source.text, add_special_tokens=False)[:room]
             kept.append(
-                replace(source, text=tokenizer.decode(ids, skip_special_tokens=True).strip())
+                replace(source, text=str(tokenizer.decode(ids, skip_special_tokens=True)).strip())
             )
         break
     return kept

@@ -1,4 +1,4 @@
-"""Hybrid retrieval: FAISS and BM25 candidates fused by reciprocal rank fusion, optionally reranked."""
+"""Hybrid retrieval: FAISS and BM25 candidates fused by reciprocal rank fusion, then reranked."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from worker.pipeline.types import Source
 def rrf(
     rankings: list[list[int]], k: int, weights: list[float] | None = None
 ) -> list[tuple[int, float]]:
-    """Reciprocal rank fusion: each list adds weight / (k + rank) to its items; best first, ties by id."""
+    """Reciprocal rank fusion: each list adds weight / (k + rank) to its items; ties by id."""
     weights = weights if weights is not None else [1.0] * len(rankings)
     if len(weights) != len(rankings):
         raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
@@ -141,14 +141,17 @@ class Retriever:
         )
 
 
-def load_retriever(settings: PipelineSettings, device: str, embedder: Embedder | None = None) -> Retriever:
+def load_retriever(
+    settings: PipelineSettings, device: str, embedder: Embedder | None = None
+) -> Retriever:
     """The index at `settings.index_dir` with its embedder and the configured reranker."""
     index = CorpusIndex.load(settings.index_dir)
     built_with = index.manifest["embedding_model"]
     if built_with != settings.embedding_model:
         raise IndexBuildError(
             f"index at {settings.index_dir} was built with embedding model {built_with!r} "
-            f"but PIPELINE_EMBEDDING_MODEL is {settings.embedding_model!r}: rebuild it with `ragq index`"
+            f"but PIPELINE_EMBEDDING_MODEL is {settings.embedding_model!r}: "
+            "rebuild it with `ragq index`"
         )
     embedder = embedder or Embedder(settings.embedding_model, device)
     reranker = Reranker(settings.reranker, device) if settings.reranker else None

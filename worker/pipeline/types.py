@@ -26,7 +26,12 @@ class Source:
             "title": self.title,
             "text": self.text,
             "score": self.score,
-            "scores": {"dense": self.dense, "sparse": self.sparse, "rrf": self.rrf, "rerank": self.rerank},
+            "scores": {
+                "dense": self.dense,
+                "sparse": self.sparse,
+                "rrf": self.rrf,
+                "rerank": self.rerank,
+            },
         }
 
 
@@ -73,8 +78,10 @@ class PipelineLike(Protocol):
     model_id: str
     prompt_version: str
 
-    def stream(self, question: str, top_k: int, should_stop: StopCheck | None = None) -> Iterator[StreamItem]:
-        """Yield a SourcesItem, then TokenItems, then the Answer (always last, also when stopped)."""
+    def stream(
+        self, question: str, top_k: int, should_stop: StopCheck | None = None
+    ) -> Iterator[StreamItem]:
+        """Yield a SourcesItem, then TokenItems, then the Answer (last, also when stopped)."""
         ...
 
     def query(self, question: str, top_k: int) -> Answer:

@@ -24,16 +24,29 @@ class WhitespaceTokenizer:
         return " ".join(self._words[i] for i in ids)
 
 
-def write_squad(path: Path, articles: list[tuple[str, list[tuple[str, list[tuple[str, str]]]]]]) -> Path:
+def write_squad(
+    path: Path, articles: list[tuple[str, list[tuple[str, list[tuple[str, str]]]]]]
+) -> Path:
     """A SQuAD v2 file: articles of (title, [(context, [(question, answer)])])."""
     data = [
-        {"title": title, "paragraphs": [
-            {"context": context, "qas": [
-                {"id": f"{title}-{p}-{q}", "question": question, "is_impossible": False,
-                 "answers": [{"text": answer, "answer_start": context.find(answer)}]}
-                for q, (question, answer) in enumerate(qas)
-            ]} for p, (context, qas) in enumerate(paragraphs)
-        ]}
+        {
+            "title": title,
+            "paragraphs": [
+                {
+                    "context": context,
+                    "qas": [
+                        {
+                            "id": f"{title}-{p}-{q}",
+                            "question": question,
+                            "is_impossible": False,
+                            "answers": [{"text": answer, "answer_start": context.find(answer)}],
+                        }
+                        for q, (question, answer) in enumerate(qas)
+                    ],
+                }
+                for p, (context, qas) in enumerate(paragraphs)
+            ],
+        }
         for title, paragraphs in articles
     ]
     path.write_text(json.dumps({"version": "v2.0", "data": data}), encoding="utf-8")

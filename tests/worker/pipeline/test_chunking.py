@@ -42,7 +42,9 @@ def test_markdown_sections_take_page_and_heading_titles() -> None:
     raw = "# Guide\n\nIntro text.\n\n## Install\n\nRun make.\n\n## Empty\n\n### Deep\nMore.\n"
     docs = markdown_sections("guide.md", raw)
     assert [(d.title, d.text) for d in docs] == [
-        ("Guide", "Intro text."), ("Guide › Install", "Run make."), ("Guide › Deep", "More."),
+        ("Guide", "Intro text."),
+        ("Guide › Install", "Run make."),
+        ("Guide › Deep", "More."),
     ]
     assert len({d.source for d in docs}) == 3
 

@@ -35,17 +35,30 @@ def test_first_rank_counts_paragraphs_not_chunks() -> None:
 
 def test_ranking_metrics_by_hand() -> None:
     metrics = ranking_metrics([1, 2, 6, None])
-    assert metrics == {"recall@1": 0.25, "recall@5": 0.5, "mrr@10": round((1 + 1 / 2 + 1 / 6) / 4, 4)}
+    assert metrics == {
+        "recall@1": 0.25,
+        "recall@5": 0.5,
+        "mrr@10": round((1 + 1 / 2 + 1 / 6) / 4, 4),
+    }
 
 
 def test_answerable_questions_skip_impossible_ones(tmp_path: Path) -> None:
-    path = write_squad(tmp_path / "s.json", [("A", [("Paris is in France.", [("Where is Paris?", "France")])]),
-                                             ("B", [("x", []), ("Rome is in Italy.", [("Where is Rome?", "Italy")])])])
-    text = path.read_text().replace('"is_impossible": false, "answers": [{"text": "Italy"',
-                                    '"is_impossible": true, "answers": [{"text": "Italy"')
+    path = write_squad(
+        tmp_path / "s.json",
+        [
+            ("A", [("Paris is in France.", [("Where is Paris?", "France")])]),
+            ("B", [("x", []), ("Rome is in Italy.", [("Where is Rome?", "Italy")])]),
+        ],
+    )
+    text = path.read_text().replace(
+        '"is_impossible": false, "answers": [{"text": "Italy"',
+        '"is_impossible": true, "answers": [{"text": "Italy"',
+    )
     path.write_text(text)
     questions = answerable_questions(path)
-    assert [(q.text, q.source, q.answers) for q in questions] == [("Where is Paris?", "s.json#0/0", ["France"])]
+    assert [(q.text, q.source, q.answers) for q in questions] == [
+        ("Where is Paris?", "s.json#0/0", ["France"])
+    ]
 
 
 def test_unreadable_squad_names_the_file(tmp_path: Path) -> None:

@@ -24,7 +24,12 @@ def test_rrf_rejects_mismatched_weights() -> None:
 
 
 def test_terms_lowercase_strip_stopwords_and_stem() -> None:
-    assert terms("The Normans were Conquering England's kings!") == ["norman", "conquer", "england", "king"]
+    assert terms("The Normans were Conquering England's kings!") == [
+        "norman",
+        "conquer",
+        "england",
+        "king",
+    ]
 
 
 def test_bm25_finds_the_stemmed_match() -> None:

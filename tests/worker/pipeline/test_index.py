@@ -18,15 +18,19 @@ pytestmark = pytest.mark.integration
 
 def _corpus(folder: Path) -> Path:
     folder.mkdir()
-    (folder / "redis.md").write_text("# Redis\n\nThe broker Redis never evicts keys.\n\n## Cache\n\n"
-                                     "The cache Redis evicts least recently used entries.\n")
+    (folder / "redis.md").write_text(
+        "# Redis\n\nThe broker Redis never evicts keys.\n\n## Cache\n\n"
+        "The cache Redis evicts least recently used entries.\n"
+    )
     (folder / "notes.txt").write_text("Flower listens on port 5555.\n")
     return folder
 
 
 def test_build_writes_manifest_and_is_loadable(tmp_path: Path, embedder: Embedder) -> None:
     out = tmp_path / "idx"
-    manifest = build_index([_corpus(tmp_path / "docs")], out, PipelineSettings(), embedder, progress=False)
+    manifest = build_index(
+        [_corpus(tmp_path / "docs")], out, PipelineSettings(), embedder, progress=False
+    )
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["index_version"] == manifest["index_version"]
     assert on_disk["embedding_model"] == "minilm" and on_disk["chunk_count"] == 3
@@ -57,11 +61,14 @@ def test_hnsw_index_retrieves_like_flat(tmp_path: Path, embedder: Embedder) -> N
     assert top[0].rrf == top[0].score
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("empty.md", "", "empty.md: file is empty"),
-    ("bad.json", "{oops", "bad.json: not SQuAD-format JSON"),
-    ("headings.md", "# Only\n## Headings\n", "headings.md: holds no text"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.md", "", "empty.md: file is empty"),
+        ("bad.json", "{oops", "bad.json: not SQuAD-format JSON"),
+        ("headings.md", "# Only\n## Headings\n", "headings.md: holds no text"),
+    ],
+)
 def test_bad_input_names_the_file_and_leaves_nothing(
     tmp_path: Path, embedder: Embedder, name: str, content: str, message: str
 ) -> None:
@@ -89,9 +96,19 @@ def test_missing_index_says_how_to_build_one(tmp_path: Path) -> None:
         CorpusIndex.load(tmp_path / "none")
 
 
-def test_squad_paragraphs_are_indexed_with_article_titles(tmp_path: Path, embedder: Embedder) -> None:
-    squad = write_squad(tmp_path / "s.json", [("Paris", [("Paris is the capital of France.", [])]),
-                                              ("Rome", [("Rome is the capital of Italy.", [])])])
+def test_squad_paragraphs_are_indexed_with_article_titles(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    squad = write_squad(
+        tmp_path / "s.json",
+        [
+            ("Paris", [("Paris is the capital of France.", [])]),
+            ("Rome", [("Rome is the capital of Italy.", [])]),
+        ],
+    )
     build_index([squad], tmp_path / "idx", PipelineSettings(), embedder, progress=False)
     chunks = CorpusIndex.load(tmp_path / "idx").chunks
-    assert [(c.source, c.title) for c in chunks] == [("s.json#0/0", "Paris"), ("s.json#1/0", "Rome")]
+    assert [(c.source, c.title) for c in chunks] == [
+        ("s.json#0/0", "Paris"),
+        ("s.json#1/0", "Rome"),
+    ]

@@ -35,7 +35,9 @@ def test_sources_then_tokens_then_answer(sample_pipeline) -> None:  # type: igno
 @pytest.mark.integration
 def test_should_stop_keeps_the_partial_answer(sample_pipeline) -> None:  # type: ignore[no-untyped-def]
     tokens_seen = []
-    stream = sample_pipeline.stream("How do I cancel a running job?", 3, lambda: len(tokens_seen) >= 2)
+    stream = sample_pipeline.stream(
+        "How do I cancel a running job?", 3, lambda: len(tokens_seen) >= 2
+    )
     for item in stream:
         if isinstance(item, TokenItem):
             tokens_seen.append(item.text)

@@ -5,7 +5,9 @@ from .helpers import WhitespaceTokenizer
 
 
 def _source(n: int, words: int) -> Source:
-    return Source(chunk_id=f"c{n}", title=f"T{n}", text=" ".join(f"s{n}w{i}" for i in range(words)), score=1.0)
+    return Source(
+        chunk_id=f"c{n}", title=f"T{n}", text=" ".join(f"s{n}w{i}" for i in range(words)), score=1.0
+    )
 
 
 def test_sources_are_numbered_in_order() -> None:
@@ -22,7 +24,9 @@ def test_sources_that_fit_are_kept_whole() -> None:
 
 def test_overflowing_source_is_cut_to_the_budget_and_later_ones_dropped() -> None:
     # Each block costs 2 header tokens ("[n]", "Tn") plus its words.
-    kept = fit_sources([_source(1, 10), _source(2, 100), _source(3, 5)], WhitespaceTokenizer(), budget=60)
+    kept = fit_sources(
+        [_source(1, 10), _source(2, 100), _source(3, 5)], WhitespaceTokenizer(), budget=60
+    )
     assert [s.chunk_id for s in kept] == ["c1", "c2"]
     assert len(kept[1].text.split()) == 60 - 12 - 2
     assert kept[1].text.startswith("s2w0 s2w1")
