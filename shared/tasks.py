@@ -55,7 +55,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
         "worker_proc_alive_timeout": PROC_ALIVE_TIMEOUT_SECONDS,
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
+        # Flower shows live work from these events (task sent, started, succeeded, ...).
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
     }
 
