@@ -201,3 +201,15 @@ def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(stack: Sta
     assert event["job"]["status"] == "failed"
     stack.worker.wait_ready()
     assert stack.final(stack.submit()["id"])["status"] == "succeeded"
+
+
+def test_worker_answers_ping_while_a_job_generates(stack: Stack) -> None:
+    job = stack.submit()
+    live = read_events(stack.store.redis, job["id"], hub=stack.hub, idle_timeout=READ_TIMEOUT)
+    for event in live:
+        if event["type"] == "token":
+            break
+    replies = stack.celery.control.ping(destination=[stack.worker.node], timeout=2.0)
+    assert stack.store.get(job["id"])["status"] == "running"
+    assert replies == [{stack.worker.node: {"ok": "pong"}}]
+    assert list(live)[-1]["job"]["status"] == "succeeded"
