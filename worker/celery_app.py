@@ -7,20 +7,28 @@ Why prefork with one child: the parent process keeps consuming from the broker a
 model's native code), and a crash in native model code kills only the child: the parent sees
 the worker lost, requeues the message (task_reject_on_worker_lost) and forks a fresh child.
 Concurrency 1 because one process owns the one GPU. The pipeline loads in
-`worker_process_init`, once per child, never at import in the parent.
+`worker_process_init`, once per child, never at import in the parent. A child that cannot
+load it stops the whole worker (its parent gets SIGTERM) rather than take jobs it cannot run:
+queued jobs wait for healthy workers, and the supervisor restarts this one.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import socket
 from typing import Any
 
 from celery import Celery, signals
 
+from shared.errors import RagqError
 from shared.logs import configure_logging
 from shared.settings import load_settings
 from shared.tasks import celery_config
 from worker import runtime
+
+log = logging.getLogger(__name__)
 
 settings = load_settings()
 app = Celery("ragq", include=["worker.tasks"])
@@ -44,7 +52,12 @@ def _remember_node(sender: str | None = None, **_: Any) -> None:
 @signals.worker_process_init.connect
 def _start_child(**_: Any) -> None:
     configure_logging(settings.log, "worker")
-    runtime.start(settings, app, _node["name"])
+    try:
+        runtime.start(settings, app, _node["name"])
+    except RagqError as error:
+        log.critical("cannot load the pipeline; stopping this worker", extra={"error": str(error)})
+        os.kill(os.getppid(), signal.SIGTERM)
+        raise
 
 
 @signals.worker_process_shutdown.connect

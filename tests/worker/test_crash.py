@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,18 @@ def test_sigkilled_worker_job_is_redelivered_as_attempt_2_and_succeeds(
     assert record["attempt"] == 2 and record["request_id"] == "req-crash"
     assert record["result"]["answer"].split() == [f"tok{i}" for i in range(TOKENS)]
     assert store.status_counts()["succeeded"] == 1 and store.queue_depth() == 0
+
+
+def test_a_worker_that_cannot_load_its_pipeline_stops_and_leaves_jobs_queued(
+    broker_redis: RedisServer, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    settings = load_settings(broker={"url": broker_redis.url})
+    store = JobStore(broker_redis.client(), settings)
+    job = submit_job(store, make_client(settings), owner="o", query="q", top_k=1, request_id="r")
+    env = worker_env(broker_redis.url, PIPELINE_BACKEND="transformers",
+                     PIPELINE_INDEX_DIR=str(tmp_path / "missing-index"))
+    worker = worker_factory(env, "broken")
+    worker.process.wait(timeout=120)
+    assert "cannot load the pipeline" in worker.log_tail(20000)
+    assert "missing-index" in worker.log_tail(20000)
+    assert store.get(job["id"])["status"] == "queued"
