@@ -255,10 +255,10 @@ def read_events(
     """Every event of `job_id` with seq > `after`, once each, in order; ends after done/error.
 
     Checks the job exists before returning (JobNotFound otherwise, raised here, not on the first
-    `next()`). The iterator subscribes first, then replays the stream, then yields live events,
-    filling any gap from the stream. `ping` is called after `ping_interval` seconds without an
-    event (a WebSocket keep-alive; it may raise to end the stream); with `idle_timeout` the
-    iterator ends after that many seconds without an event. Without a hub it opens a private
+    `next()`). On its first step the iterator subscribes, then replays the stream, then yields
+    live events, filling any gap from the stream. `ping` is called after `ping_interval` seconds
+    without an event (a WebSocket keep-alive; it may raise to end the stream); with
+    `idle_timeout` the iterator ends after that many seconds without an event. Without a hub it opens a private
     subscription (one connection per reader: fine for scripts, not for a web process).
     """
     try:
@@ -267,19 +267,21 @@ def read_events(
         raise BrokerUnavailable(f"cannot read job {job_id}: {error}") from error
     if not exists:
         raise JobNotFound(job_id)
-    sub = hub.subscribe(job_id) if hub is not None else PrivateSubscription(redis_client, job_id)
-    return _follow(redis_client, sub, after, ping, idle_timeout, ping_interval)
+    return _follow(redis_client, job_id, after, hub, ping, idle_timeout, ping_interval)
 
 
 def _follow(
     redis_client: redis.Redis,
-    sub: Subscription | PrivateSubscription,
+    job_id: str,
     after: int,
+    hub: EventHub | None,
     ping: Callable[[], None] | None,
     idle_timeout: float | None,
     ping_interval: float,
 ) -> Generator[dict[str, Any], None, None]:
-    reader = _OrderedReader(redis_client, sub.job_id, after)
+    # Subscribing inside the generator: a generator closed before its first step holds nothing.
+    sub = hub.subscribe(job_id) if hub is not None else PrivateSubscription(redis_client, job_id)
+    reader = _OrderedReader(redis_client, job_id, after)
     wait = min(ping_interval, RESYNC_SECONDS, idle_timeout or RESYNC_SECONDS)
     last_event = last_ping = time.monotonic()
     with sub:
