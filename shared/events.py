@@ -258,8 +258,8 @@ def read_events(
     `next()`). On its first step the iterator subscribes, then replays the stream, then yields
     live events, filling any gap from the stream. `ping` is called after `ping_interval` seconds
     without an event (a WebSocket keep-alive; it may raise to end the stream); with
-    `idle_timeout` the iterator ends after that many seconds without an event. Without a hub it opens a private
-    subscription (one connection per reader: fine for scripts, not for a web process).
+    `idle_timeout` the iterator ends after that many seconds without an event. Without a hub
+    it opens a private subscription (a connection per reader: fine for scripts, not for web).
     """
     try:
         exists = redis_client.exists(keys.job(job_id), keys.job_events(job_id))
