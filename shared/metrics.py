@@ -1,7 +1,10 @@
 """Every Prometheus metric ragq exports, defined once; web and worker import what they record.
 
 The web tier runs under gunicorn in prometheus_client's multiprocess mode
-(PROMETHEUS_MULTIPROC_DIR), so each gauge declares how processes combine.
+(PROMETHEUS_MULTIPROC_DIR), so each gauge declares how processes combine: a value read
+from Redis (queue depth, live workers, breaker spend, cache size) is `mostrecent`, so a
+process that set it long ago cannot outvote the one that read it last; the web refreshes
+queue depth and live workers on every scrape.
 """
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -16,20 +19,29 @@ QUERY_LATENCY = Histogram(
 )
 CACHE_HITS = Counter("rag_cache_hits_total", "Semantic cache hits", ["path"])
 CACHE_MISSES = Counter("rag_cache_misses_total", "Semantic cache misses")
-CACHE_SIZE = Gauge("rag_cache_size", "Entries in the semantic cache", multiprocess_mode="max")
+CACHE_SIZE = Gauge(
+    "rag_cache_size", "Entries in the semantic cache", multiprocess_mode="mostrecent"
+)
 ERRORS = Counter("rag_errors_total", "Errors by type", ["type"])
 GPU_VRAM_USED = Gauge("rag_gpu_vram_used_gb", "GPU memory used by the worker, GB", multiprocess_mode="max")
 BREAKER_COST = Gauge(
     "rag_circuit_breaker_cumulative_cost_eur", "Spend in the current breaker window, EUR",
-    multiprocess_mode="max",
+    multiprocess_mode="mostrecent",
 )
 
 # --- job system -------------------------------------------------------------------------
-BREAKER_OPEN = Gauge("rag_circuit_breaker_open", "1 while the cost breaker refuses misses", multiprocess_mode="max")
+BREAKER_OPEN = Gauge(
+    "rag_circuit_breaker_open", "1 while the cost breaker refuses misses",
+    multiprocess_mode="mostrecent",
+)
 BREAKER_LIMIT = Gauge("rag_circuit_breaker_limit_eur", "Breaker limit per window, EUR", multiprocess_mode="max")
 CACHE_ERRORS = Counter("rag_cache_errors_total", "Cache Redis operations that failed", ["op"])
-QUEUE_DEPTH = Gauge("rag_queue_depth", "Jobs waiting in the queue", multiprocess_mode="max")
-WORKERS_ONLINE = Gauge("rag_workers_online", "Workers with a live heartbeat", multiprocess_mode="max")
+QUEUE_DEPTH = Gauge(
+    "rag_queue_depth", "Jobs waiting in the queue", multiprocess_mode="livemostrecent"
+)
+WORKERS_ONLINE = Gauge(
+    "rag_workers_online", "Workers with a live heartbeat", multiprocess_mode="livemostrecent"
+)
 QUEUE_WAIT = Histogram("rag_queue_wait_seconds", "Time a job waited before running", buckets=FAST_BUCKETS + (30.0, 60.0, 300.0))
 RETRIEVAL_LATENCY = Histogram("rag_retrieval_seconds", "Dense + sparse retrieval and fusion", buckets=FAST_BUCKETS)
 RERANK_LATENCY = Histogram("rag_rerank_seconds", "Cross-encoder rerank", buckets=FAST_BUCKETS)

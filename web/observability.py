@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 
+import redis
 from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from shared.metrics import REQUESTS
+from shared.errors import BrokerUnavailable
+from shared.metrics import ERRORS, QUEUE_DEPTH, REQUESTS, WORKERS_ONLINE
+from shared.workers import list_workers
+from web.resources import resources
 
 UNMATCHED = "<unmatched>"
 
@@ -23,8 +27,18 @@ def _count(response: Response) -> Response:
     return response
 
 
+def _refresh_broker_gauges() -> None:
+    """Queue depth and live workers, read from the broker each time Prometheus scrapes."""
+    try:
+        QUEUE_DEPTH.set(resources().store.queue_depth())
+        WORKERS_ONLINE.set(len(list_workers(resources().redis)))
+    except (BrokerUnavailable, redis.RedisError):
+        ERRORS.labels(type="metrics_broker").inc()
+
+
 def metrics() -> Response:
     """Every metric of every web process (the worker serves its own)."""
+    _refresh_broker_gauges()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     registry = REGISTRY
     if directory:

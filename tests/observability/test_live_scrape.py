@@ -1,0 +1,109 @@
+"""A real Prometheus scrapes a running web (gunicorn, several workers) and worker after real
+traffic: counts agree with what was sent, also across gunicorn workers that were replaced
+half-way, and every dashboard and alert query runs."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.files import alert_rules, dashboard_queries
+from tests.observability.conftest import GUNICORN_WORKERS, Stack
+from tests.observability.prometheus import Prometheus
+
+pytestmark = pytest.mark.integration
+
+QUESTIONS = [f"What does observability probe number {n} report?" for n in range(4)]
+REPEATS = 2  # the first question again: answered by the semantic cache
+SETTLE_SECONDS = 3.0  # a few 1 s scrapes
+QUERY_ENDPOINT = 'rag_requests_total{job="web",endpoint="/query",method="POST"}'
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, stack: Stack) -> Iterator[Prometheus]:
+    server = Prometheus(tmp_path / "prometheus", {
+        "web": f"127.0.0.1:{stack.web.port}",
+        "worker": f"127.0.0.1:{stack.metrics_port}",
+    }).start()
+    try:
+        # Scrape everything before the traffic, so rates see it arrive.
+        assert server.wait_for("count(up == 1)", 2) == 2
+        time.sleep(SETTLE_SECONDS)
+        yield server
+    finally:
+        server.stop()
+
+
+def _ask(stack: Stack, questions: list[str]) -> None:
+    for question in questions:
+        status, body = stack.post("/query", {"query": question})
+        assert status == 200, body
+
+
+def _replace_gunicorn_workers(stack: Stack) -> None:
+    """Stop every gunicorn worker; the arbiter forks new ones. Counts of the dead must stay."""
+    old = set(stack.web.worker_pids())
+    for pid in old:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pids = set(stack.web.worker_pids())
+        if len(pids) == GUNICORN_WORKERS and not pids & old and stack.get("/health") == 200:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("gunicorn did not replace its workers")
+
+
+def _send_traffic(stack: Stack) -> None:
+    half = len(QUESTIONS) // 2
+    _ask(stack, QUESTIONS[:half])
+    _replace_gunicorn_workers(stack)
+    _ask(stack, QUESTIONS[half:])
+    for _ in range(REPEATS):
+        status, body = stack.post("/query", {"query": QUESTIONS[0]})
+        assert status == 200 and body["cached"], body
+
+
+def test_counts_agree_and_every_query_runs(stack: Stack, prometheus: Prometheus) -> None:
+    _send_traffic(stack)
+    sent = len(QUESTIONS) + REPEATS
+    assert prometheus.wait_for(f"sum({QUERY_ENDPOINT})", sent) == sent
+    jobs = len(QUESTIONS)
+    assert prometheus.wait_for('sum(rag_jobs_submitted_total{job="web"})', jobs) == jobs
+    assert prometheus.wait_for('sum(rag_jobs_total{job="worker",status="succeeded"})', jobs) == jobs
+    assert prometheus.wait_for('sum(rag_cache_hits_total{job="web"})', REPEATS) == REPEATS
+    assert prometheus.wait_for('max(rag_workers_online{job="web"})', 1) == 1
+    assert prometheus.wait_for('max(rag_queue_depth{job="web"})', 0) == 0
+    time.sleep(SETTLE_SECONDS)
+    _assert_targets_up(prometheus)
+    _assert_dashboard_queries_return_series(prometheus)
+    _assert_alerts_run_and_stay_quiet(prometheus)
+
+
+def _assert_targets_up(prometheus: Prometheus) -> None:
+    targets = prometheus.api("targets")["activeTargets"]
+    assert {target["labels"]["job"]: target["health"] for target in targets} == {
+        "web": "up", "worker": "up"}
+
+
+def _assert_dashboard_queries_return_series(prometheus: Prometheus) -> None:
+    queries = dashboard_queries()
+    empty = [name for name, expr in queries.items() if not prometheus.query(expr)]
+    assert not empty, f"dashboard queries with no data: {empty}"
+    p95 = prometheus.query(queries["Query latency p50 / p95 / p99 / B"])
+    assert math.isfinite(float(p95[0]["value"][1])), p95  # the traffic's latencies, not NaN
+
+
+def _assert_alerts_run_and_stay_quiet(prometheus: Prometheus) -> None:
+    firing = {rule["alert"]: prometheus.query(rule["expr"]) for rule in alert_rules()}
+    assert {name: result for name, result in firing.items() if result} == {}
+    groups = prometheus.api("rules")["groups"]
+    health = {rule["name"]: rule["health"] for group in groups for rule in group["rules"]}
+    assert set(health) == {rule["alert"] for rule in alert_rules()}
+    assert set(health.values()) == {"ok"}, health
