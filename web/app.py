@@ -10,7 +10,18 @@ from flask_openapi3 import Info, OpenAPI
 
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
-from web import bodies, health, jobs, observability, problems, query, request_ids, resources, stream
+from web import (
+    bodies,
+    caching,
+    health,
+    jobs,
+    observability,
+    problems,
+    query,
+    request_ids,
+    resources,
+    stream,
+)
 from web.auth import KEY_HEADER
 
 API_VERSION = "1.0.0"
@@ -31,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     resources.init_app(app, settings)
+    caching.init_app(app, settings)
     request_ids.init_app(app)
     bodies.init_app(app, settings.api.max_body_bytes)
     problems.init_app(app)

@@ -11,6 +11,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from shared.tasks import submit_job
 from web.auth import issue_ticket, require_owner
 from web.bodies import check_body
+from web.caching import answer_or_submit
 from web.problems import invalid_fields
 from web.request_ids import current_request_id
 from web.resources import resources, settings
@@ -60,12 +61,14 @@ def present(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def submit(query: str, top_k: int | None) -> dict[str, Any]:
-    """Create the caller's job and send its task; the one path every submitting route takes."""
+    """The caller's job: a finished one from the cache (`cached: true`), or a queued one (its task
+    sent, or an identical job already in flight); the one path every submitting route takes."""
     found = resources()
-    return submit_job(
-        found.store, found.celery, owner=g.owner, query=query,
-        top_k=top_k or settings().pipeline.top_k, request_id=current_request_id(),
-    )
+    k = top_k or settings().pipeline.top_k
+    return answer_or_submit(query, k, lambda internal: submit_job(
+        found.store, found.celery, owner=g.owner, query=query, top_k=k,
+        request_id=current_request_id(), internal=internal,
+    ))
 
 
 def prefer_wait(prefer: str | None) -> float:
@@ -80,6 +83,8 @@ def prefer_wait(prefer: str | None) -> float:
 def create_job(body: JobRequest, header: PreferHeader) -> Response:
     """Submit a question; 202 with the queued job, or 200 with the finished one under `Prefer: wait=N`."""
     job = submit(body.query, body.top_k)
+    if job.get("cached"):
+        return jsonify(job)  # 200: answered from the cache, nothing queued, no record to link
     wait = prefer_wait(header.prefer)
     status = 202
     if wait > 0:

@@ -40,7 +40,8 @@ def query(body: JobRequest) -> Response:
     """Answer in one round trip, waiting up to API_QUERY_WAIT_SECONDS; 504 leaves the job running."""
     started = time.perf_counter()
     job = submit(body.query, body.top_k)
-    finished = resources().store.wait_final(job["id"], settings().api.query_wait_seconds)
+    finished = job if job.get("cached") else resources().store.wait_final(
+        job["id"], settings().api.query_wait_seconds)
     if finished is None:
         link = url_for("jobs.get_job", job_id=job["id"])
         return problem(504, "no answer in time; the job keeps running", slug="query-timeout",
