@@ -76,15 +76,17 @@ def redeem_ticket(client: redis.Redis, ticket: str) -> str:
     return owner.decode() if isinstance(owner, bytes) else str(owner)
 
 
-def check_origin(settings: AuthSettings, origin: str | None) -> None:
-    """Browsers send Origin; refuse those not allowed. Non-browser clients send none."""
-    if origin and settings.allowed_origins and origin not in settings.allowed_origins:
+def check_origin(settings: AuthSettings, origin: str | None, own_origin: str) -> None:
+    """Refuse a cross-site Origin that is not allowed; the API's own origin is always allowed."""
+    if not origin or not settings.allowed_origins or origin == own_origin:
+        return
+    if origin not in settings.allowed_origins:
         raise Forbidden(f"origin {origin} may not open WebSockets")
 
 
 def websocket_owner(settings: AuthSettings, client: redis.Redis) -> str:
     """Authenticate a WebSocket handshake: Origin first, then a ticket or the key header."""
-    check_origin(settings, request.headers.get("Origin"))
+    check_origin(settings, request.headers.get("Origin"), request.host_url.rstrip("/"))
     ticket = request.args.get("ticket")
     if ticket:
         return redeem_ticket(client, ticket)
