@@ -409,7 +409,9 @@ class JobStore:
         return raw
 
     def _past_deadline(self, raw: dict[str, str]) -> bool:
-        return time.time() - float(raw["created_at"]) > self.jobs.queue_deadline_seconds
+        """Queued too long before its first run (a redelivered job already ran: never expires)."""
+        waited = time.time() - float(raw["created_at"])
+        return raw.get("attempt") == "0" and waited > self.jobs.queue_deadline_seconds
 
     def _expire_fields(self, raw: dict[str, str]) -> dict[str, str]:
         waited = time.time() - float(raw["created_at"])

@@ -145,6 +145,15 @@ def test_claim_past_deadline_expires_without_running(broker_redis: RedisServer) 
     assert claim.record["attempt"] == 0
 
 
+def test_a_redelivered_job_never_expires(broker_redis: RedisServer) -> None:
+    store = make_store(broker_redis, queue_deadline_seconds=0.2)
+    job = new_job(store)
+    assert store.claim(job["id"], "w1").run
+    time.sleep(0.6)  # the deadline and w1's lease (0.5 s) pass
+    claim = store.claim(job["id"], "w2")
+    assert claim.run and claim.record is not None and claim.record["attempt"] == 2
+
+
 def test_live_lease_blocks_a_second_worker_and_expired_lease_redelivers(store: JobStore) -> None:
     job = new_job(store)
     assert store.claim(job["id"], "w1").run
