@@ -22,6 +22,9 @@ pytestmark = pytest.mark.integration
 QUESTIONS = [f"What does observability probe number {n} report?" for n in range(4)]
 REPEATS = 2  # the first question again: answered by the semantic cache
 SETTLE_SECONDS = 3.0  # a few 1 s scrapes
+# Runs, but may hold here: each new gunicorn worker loads the cache's embedding model on its
+# first query, which on a busy CPU alone can pass the threshold.
+TIMING_ALERTS = {"RagqP95LatencyHigh"}
 QUERY_ENDPOINT = 'rag_requests_total{job="web",endpoint="/query",method="POST"}'
 
 
@@ -102,7 +105,8 @@ def _assert_dashboard_queries_return_series(prometheus: Prometheus) -> None:
 
 def _assert_alerts_run_and_stay_quiet(prometheus: Prometheus) -> None:
     firing = {rule["alert"]: prometheus.query(rule["expr"]) for rule in alert_rules()}
-    assert {name: result for name, result in firing.items() if result} == {}
+    assert {name: result for name, result in firing.items()
+            if result and name not in TIMING_ALERTS} == {}
     groups = prometheus.api("rules")["groups"]
     health = {rule["name"]: rule["health"] for group in groups for rule in group["rules"]}
     assert set(health) == {rule["alert"] for rule in alert_rules()}
