@@ -47,7 +47,10 @@ class PipelineSettings(BaseSettings):
     load_in_4bit: bool = Field(False, description="On CUDA: load the generator in NF4 (bitsandbytes).")
     max_new_tokens: int = Field(200, ge=1, le=4096, description="Generated tokens per answer at most.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
-    top_k: int = Field(5, ge=1, le=20, description="Passages given to the generator by default.")
+    top_k: int = Field(
+        3, ge=1, le=20,
+        description="Passages given to the generator by default (3 suits SmolLM2-135M).",
+    )
     dense_depth: int = Field(50, ge=1, le=1000, description="FAISS candidates fused by RRF.")
     sparse_depth: int = Field(50, ge=1, le=1000, description="BM25 candidates fused by RRF.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")

@@ -8,11 +8,9 @@ from typing import Any, Protocol
 
 from worker.pipeline.types import Source
 
-SYSTEM = (
-    "You answer questions using only the numbered sources you are given. "
-    "Answer briefly and cite the sources you used by number, like [1]. "
-    "If the sources do not contain the answer, say that you do not know."
-)
+SYSTEM = "You are a helpful assistant. Answer briefly from the given sources only."
+# Small models follow an instruction best when it comes last, right before they answer.
+INSTRUCTION = "Using only the sources above, answer in one or two sentences"
 MIN_PASSAGE_TOKENS = 32  # a passage cut shorter than this is more noise than help
 
 
@@ -52,13 +50,7 @@ def fit_sources(sources: Sequence[Source], tokenizer: TextTokenizer, budget: int
 
 
 def build_messages(question: str, sources: Sequence[Source]) -> list[dict[str, str]]:
-    """Chat messages: the instruction, then the numbered sources and the question."""
-    blocks = "\n\n".join(
-        source_block(number, source) for number, source in enumerate(sources, start=1)
-    )
-    user = (
-        f"Sources:\n\n{blocks}\n\nQuestion: {question}"
-        if sources
-        else f"Sources: none.\n\nQuestion: {question}"
-    )
+    """Chat messages: the numbered sources, then the instruction and the question."""
+    blocks = "\n\n".join(source_block(number, source) for number, source in enumerate(sources, 1))
+    user = f"{blocks or 'No sources were found.'}\n\n{INSTRUCTION}: {question}"
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]

@@ -1,4 +1,10 @@
-from worker.pipeline.prompt import MIN_PASSAGE_TOKENS, SYSTEM, build_messages, fit_sources
+from worker.pipeline.prompt import (
+    INSTRUCTION,
+    MIN_PASSAGE_TOKENS,
+    SYSTEM,
+    build_messages,
+    fit_sources,
+)
 from worker.pipeline.types import Source
 
 from .helpers import WhitespaceTokenizer
@@ -14,7 +20,11 @@ def test_sources_are_numbered_in_order() -> None:
     messages = build_messages("What?", [_source(1, 3), _source(2, 3)])
     assert messages[0] == {"role": "system", "content": SYSTEM}
     user = messages[1]["content"]
-    assert user.index("[1] T1\ns1w0") < user.index("[2] T2\ns2w0") < user.index("Question: What?")
+    assert (
+        user.index("[1] T1\ns1w0")
+        < user.index("[2] T2\ns2w0")
+        < user.index(f"{INSTRUCTION}: What?")
+    )
 
 
 def test_sources_that_fit_are_kept_whole() -> None:
@@ -39,4 +49,4 @@ def test_a_sliver_below_the_minimum_is_dropped() -> None:
 
 
 def test_no_sources_says_so() -> None:
-    assert "Sources: none." in build_messages("Why?", [])[1]["content"]
+    assert build_messages("Why?", [])[1]["content"].startswith("No sources were found.")
