@@ -285,6 +285,11 @@ class JobStore:
                     return record if record["status"] in FINAL else None
                 self._until_terminal(sub, min(left, WAIT_RECHECK_SECONDS))
 
+    @broker_errors
+    def set_internal(self, job_id: str, fields: dict[str, str]) -> None:
+        """Store fields for the worker (the cache's query embedding) that clients never see."""
+        self.redis.hset(keys.job(job_id), mapping=cast("dict[Any, Any]", fields))
+
     def discard(self, job_id: str, owner: str) -> None:
         """Remove a job whose task could not be sent; best effort, the broker may be down."""
         try:

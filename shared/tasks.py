@@ -11,7 +11,7 @@ import kombu.exceptions
 import redis
 from celery import Celery
 
-from shared import keys, metrics
+from shared import metrics
 from shared.errors import BrokerUnavailable
 from shared.jobs import JobStore
 from shared.settings import Settings
@@ -77,13 +77,6 @@ def send_generate(celery: Celery, job_id: str, request_id: str) -> None:
         raise BrokerUnavailable(f"cannot queue job {job_id}: {error}") from error
 
 
-def _set_internal(store: JobStore, job_id: str, fields: dict[str, str]) -> None:
-    try:
-        store.redis.hset(keys.job(job_id), mapping=fields)
-    except redis.RedisError as error:
-        raise BrokerUnavailable(f"cannot annotate job {job_id}: {error}") from error
-
-
 def submit_job(
     store: JobStore, celery: Celery, *, owner: str, query: str, top_k: int, request_id: str,
     internal: dict[str, str] | None = None,
@@ -97,7 +90,7 @@ def submit_job(
     record = store.create(owner=owner, query=query, top_k=top_k, request_id=request_id)
     try:
         if internal:
-            _set_internal(store, record["id"], internal)
+            store.set_internal(record["id"], internal)
         send_generate(celery, record["id"], request_id)
     except BrokerUnavailable:
         store.discard(record["id"], owner)

@@ -255,3 +255,11 @@ def test_submit_discards_the_record_when_the_task_cannot_be_sent(
     with pytest.raises(BrokerUnavailable, match="cannot queue job"):
         submit_job(store, celery, owner="o", query="q", top_k=1, request_id="r")
     assert store.list_for("o") == ([], 0) and store.queue_depth() == 0
+
+
+def test_internal_fields_reach_the_hash_but_never_the_record(store: JobStore) -> None:
+    job = new_job(store)
+    store.set_internal(job["id"], {"cache_embedding": "AAAA"})
+    assert store.redis.hget(keys.job(job["id"]), "cache_embedding") == "AAAA"
+    assert "cache_embedding" not in store.get(job["id"])
+    assert store.get(job["id"]) == {**job, "queue_position": 1}
