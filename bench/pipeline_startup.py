@@ -113,7 +113,9 @@ def markdown(summary: dict[str, Any], sample_answers: list[dict[str, Any]]) -> s
     rows = [
         "# Pipeline cold start and time to first token (CPU, SmolLM2-135M, MiniLM)",
         "",
-        f"Fresh processes: {summary['runs']}, {len(QUESTIONS)} questions each, sample corpus.",
+        f"Fresh processes: {summary['runs']}, {len(QUESTIONS)} questions each, sample corpus; "
+        f"{summary['cpus']} CPUs, 1-minute load average {summary['load_average_1m_before']:.1f} "
+        "before the runs (other work on the machine slows every figure).",
         "",
         "| measure | median | target |",
         "|---|---|---|",
@@ -148,8 +150,9 @@ def main() -> None:
     if not (ROOT / "index" / "sample" / "manifest.json").exists():
         subprocess.run(["make", "index"], cwd=ROOT, check=True)
     run_child()  # warm-up: converts the GGUF once if the cache is empty; not measured
+    load_before = os.getloadavg()[0]
     runs = [run_child() for _ in range(args.runs)]
-    summary = summarise(runs)
+    summary = {**summarise(runs), "cpus": os.cpu_count(), "load_average_1m_before": load_before}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pipeline_startup.json").write_text(
         json.dumps({"summary": summary, "runs": runs}, indent=2) + "\n"
