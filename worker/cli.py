@@ -71,7 +71,10 @@ def index_command(sources: tuple[Path, ...], out: Path | None) -> None:
 @click.argument("question")
 @click.option("--local", is_flag=True, help="Run the pipeline in this process (no server).")
 @click.option(
-    "--top-k", type=int, default=None, help="Passages given to the generator [PIPELINE_TOP_K]."
+    "--top-k",
+    type=click.IntRange(1, 20),
+    default=None,
+    help="Passages given to the generator [PIPELINE_TOP_K].",
 )
 def ask_command(question: str, local: bool, top_k: int | None) -> None:
     """Answer QUESTION, printing tokens as they arrive, then the numbered sources."""

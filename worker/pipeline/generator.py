@@ -86,7 +86,8 @@ def cached_gguf_copy(gguf: Path, cache_dir: Path) -> Path:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         staging.rename(target)
-    except OSError as error:
+    except (OSError, ValueError) as error:
+        # Another process may have won the race to the same target: its copy serves.
         if not (target / "config.json").is_file():
             raise ModelError(f"cannot convert {gguf} into {cache_dir}: {error}") from error
     finally:
@@ -109,11 +110,12 @@ class _StopHook(StoppingCriteria):
     def __init__(self, should_stop: StopCheck) -> None:
         self.should_stop = should_stop
         self.fired = False
+        self.abandoned = False  # the reader went away: nobody wants more tokens
 
     def __call__(
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
     ) -> torch.BoolTensor:
-        self.fired = self.fired or bool(self.should_stop())
+        self.fired = self.fired or self.abandoned or bool(self.should_stop())
         flags = torch.full(
             (input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device
         )
@@ -154,6 +156,7 @@ class Generation:
                 if text:
                     yield text
         finally:
+            self._stop.abandoned = thread.is_alive()
             thread.join()
             self.generation_s = time.perf_counter() - started
         if self._error is not None:

@@ -103,3 +103,15 @@ def test_tiny_cross_encoder_scores_each_passage(tmp_path: Path) -> None:
 def test_missing_reranker_is_a_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="PIPELINE_RERANKER"):
         Reranker(str(tmp_path / "no-reranker"), "cpu")
+
+
+@pytest.mark.integration
+def test_a_reader_that_goes_away_stops_generation(tmp_path: Path) -> None:
+    settings = PipelineSettings(
+        generator_model=str(tiny_causal_lm(tmp_path / "lm")), max_new_tokens=400, device="cpu"
+    )
+    generation = Generator(settings).generate(MESSAGES, lambda: False)
+    pieces = iter(generation)
+    next(pieces)
+    pieces.close()  # type: ignore[attr-defined]
+    assert generation.stopped
