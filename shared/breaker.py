@@ -19,10 +19,22 @@ import redis
 from shared import keys
 from shared.errors import BrokerUnavailable, BudgetExceeded
 from shared.metrics import BREAKER_COST, BREAKER_LIMIT, BREAKER_OPEN
-from shared.settings import BreakerSettings
+from shared.pricing import cost_eur
+from shared.settings import BreakerSettings, PipelineSettings
 
 OPEN, CLOSED = "open", "closed"
 EXPIRY_GRACE_SECONDS = 5
+RESERVED_FIELD = "breaker_reserved_eur"  # job hash fields: what the web reserved, and when
+WINDOW_FIELD = "breaker_window"
+PROMPT_OVERHEAD_TOKENS = 200  # instructions and question around the passages
+
+
+def job_estimate_eur(pipeline: PipelineSettings, breaker: BreakerSettings) -> float:
+    """An upper estimate of one job's cost: a full context and a full-length answer."""
+    return cost_eur(
+        pipeline.max_context_tokens + PROMPT_OVERHEAD_TOKENS, pipeline.max_new_tokens, breaker
+    )
+
 
 # KEYS[1] window key; ARGV: amount, limit, ttl seconds, only_below_limit (1: refuse at or over
 # the limit). Returns {spend after, 1 if added else 0}, the spend as a string (Lua floats).
@@ -56,11 +68,20 @@ class Breaker:
         moment = time.time() if now is None else now
         return int(moment // self.settings.window_seconds) * self.settings.window_seconds
 
-    def charge(self, eur: float) -> float:
-        """Add a finished job's cost to the current window; returns the window's spend."""
-        if eur < 0:
-            raise ValueError(f"a charge must be >= 0 EUR, got {eur!r}")
-        spend, _ = self._spend(eur, only_below_limit=False)
+    def charge(
+        self, eur: float, reserved_eur: float = 0.0, reserved_window: int | None = None
+    ) -> float:
+        """Add a finished job's cost to the current window; returns the window's spend.
+
+        A job admitted with a reservation (`check(reserve_eur=...)` in window `reserved_window`)
+        settles it here: in the same window only the difference is added (it may be negative).
+        """
+        if eur < 0 or reserved_eur < 0:
+            raise ValueError(f"a charge must be >= 0 EUR, got {eur!r} (reserved {reserved_eur!r})")
+        amount = eur
+        if reserved_window is not None and reserved_window == self.window_start():
+            amount = eur - reserved_eur
+        spend, _ = self._spend(amount, only_below_limit=False)
         return spend
 
     def check(self, reserve_eur: float = 0.0) -> float:

@@ -19,7 +19,7 @@ from typing import Any
 from flask import Flask, current_app, g
 
 from shared.admission import Admission
-from shared.breaker import Breaker
+from shared.breaker import RESERVED_FIELD, WINDOW_FIELD, Breaker, job_estimate_eur
 from shared.cache import JOB_EMBEDDING_FIELD, CacheLookup, SemanticCache, encode_vector, scope_for
 from shared.embedding import Embedder
 from shared.jobs import METRIC_FIELDS, Status
@@ -69,7 +69,8 @@ class CachePath:
     def admission(self) -> Admission:
         redis_client = resources().redis
         return Admission(
-            redis_client, self.settings.api.max_queue_depth,
+            redis_client,
+            self.settings.api.max_queue_depth,
             workers=lambda: len(list_workers(redis_client)),
         )
 
@@ -78,6 +79,17 @@ class CachePath:
         jobs = self.settings.jobs
         ttl = int(jobs.queue_deadline_seconds + jobs.hard_time_limit_seconds)
         return SingleFlight(resources().redis, ttl)
+
+    def reserve(self, lookup: CacheLookup) -> dict[str, str]:
+        """Reserve a job's estimated cost (BudgetExceeded if the limit was reached meanwhile);
+        the fields the worker needs: the reservation to settle, the query embedding to cache."""
+        estimate = job_estimate_eur(self.settings.pipeline, self.settings.breaker)
+        window = self.breaker.window_start()
+        self.breaker.check(reserve_eur=estimate)
+        internal = {RESERVED_FIELD: repr(estimate), WINDOW_FIELD: str(window)}
+        if lookup.embedding is not None:
+            internal[JOB_EMBEDDING_FIELD] = encode_vector(lookup.embedding)
+        return internal
 
     def pipeline_info(self) -> dict[str, str]:
         """The workers' index version, model and prompt version, re-read at most every second."""
@@ -112,13 +124,10 @@ def answer_or_submit(query: str, top_k: int, submit: Submit) -> dict[str, Any]:
             return cached_record(query, top_k, lookup)
     path.breaker.check()
     path.admission.check()
-    internal = None
-    if lookup.embedding is not None:
-        internal = {JOB_EMBEDDING_FIELD: encode_vector(lookup.embedding)}
     store = resources().store
     record, _ = path.single_flight.submit(
         fingerprint(query, scope, g.owner),
-        create=lambda: submit(internal),
+        create=lambda: submit(path.reserve(lookup)),
         load=lambda job_id: store.get(job_id, owner=g.owner),
     )
     return record
@@ -128,8 +137,9 @@ def cached_record(query: str, top_k: int, lookup: CacheLookup) -> dict[str, Any]
     """A finished job record answering from the cache (not stored: nothing ran)."""
     now = time.time()
     metrics: dict[str, Any] = dict.fromkeys(METRIC_FIELDS)
-    metrics.update(cached=True, cache_similarity=round(lookup.similarity, 4), cost_eur=0.0,
-                   queue_wait_s=0.0)
+    metrics.update(
+        cached=True, cache_similarity=round(lookup.similarity, 4), cost_eur=0.0, queue_wait_s=0.0
+    )
     return {
         "id": str(uuid.uuid4()),
         "status": Status.SUCCEEDED.value,

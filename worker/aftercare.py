@@ -10,7 +10,7 @@ import redis
 
 from shared import keys, metrics
 from shared.admission import record_duration
-from shared.breaker import Breaker
+from shared.breaker import RESERVED_FIELD, WINDOW_FIELD, Breaker
 from shared.cache import JOB_EMBEDDING_FIELD, SemanticCache, decode_vector, scope_for
 from shared.errors import BrokerUnavailable
 from shared.settings import Settings
@@ -31,15 +31,23 @@ class AfterSuccess:
 
     def __call__(self, record: dict[str, Any]) -> None:
         try:
-            spend = self.breaker.charge(float(record["metrics"].get("cost_eur") or 0.0))
+            embedding, reserved, window = self.broker.hmget(
+                keys.job(record["id"]), [JOB_EMBEDDING_FIELD, RESERVED_FIELD, WINDOW_FIELD]
+            )
+            spend = self.breaker.charge(
+                float(record["metrics"].get("cost_eur") or 0.0),
+                reserved_eur=float(reserved or 0.0),
+                reserved_window=int(window) if window else None,
+            )
             if record.get("started_at") and record.get("finished_at"):
                 record_duration(self.broker, record["finished_at"] - record["started_at"])
-            encoded = self.broker.hget(keys.job(record["id"]), JOB_EMBEDDING_FIELD)
         except (BrokerUnavailable, redis.RedisError) as error:
             metrics.ERRORS.labels(type="after_success").inc()
             log.warning("breaker charge or duration not recorded", extra={"error": str(error)})
             return
         log.info("job charged", extra={"window_spend_eur": spend})
-        if encoded:
+        if embedding:
             scope = scope_for(self.pipeline_info, int(record["top_k"]))
-            self.cache.store(record["query"], scope, decode_vector(encoded), record["result"] or {})
+            self.cache.store(
+                record["query"], scope, decode_vector(embedding), record["result"] or {}
+            )

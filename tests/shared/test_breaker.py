@@ -97,3 +97,11 @@ def test_concurrent_spend_from_several_processes_is_exact(broker_redis: RedisSer
         assert process.exitcode == 0
     spend = _breaker(broker_redis, limit_eur=1e9).state()["spend_eur"]
     assert spend == pytest.approx(processes * charges * amount, abs=1e-6)
+
+
+def test_a_reservation_is_settled_by_the_charge_in_its_window(broker_redis: RedisServer) -> None:
+    breaker = _breaker(broker_redis, limit_eur=1.0, window_seconds=3600)
+    window = breaker.window_start()
+    assert breaker.check(reserve_eur=0.5) == pytest.approx(0.5)
+    assert breaker.charge(0.2, reserved_eur=0.5, reserved_window=window) == pytest.approx(0.2)
+    assert breaker.charge(0.2, reserved_eur=0.5, reserved_window=window - 3600) == pytest.approx(0.4)

@@ -1,0 +1,230 @@
+"""Semantic-cache lookup latency as the cache grows: ragq's index vs the seed design's scan.
+
+For 1k, 10k and 100k entries in a real redis-server: ragq's lookup (embedding + sync +
+HNSW search + verification + reading the entry) for new questions (misses) and paraphrases
+of stored ones (semantic hits), the exact-repeat path, and the seed design's lookup
+re-implemented here only as the baseline (SCAN every entry key, HGET each embedding, cosine
+in Python). Filler entries are random unit vectors written through a Redis pipeline; 200
+real questions are stored with real MiniLM embeddings. The baseline is sampled with few
+lookups at 10k and 100k (it takes seconds each).
+
+    .venv/bin/python bench/cache_latency.py [--sizes 1000,10000,100000] [--lookups 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared import keys  # noqa: E402
+from shared.cache import Scope, SemanticCache, decode_vector  # noqa: E402
+from shared.embedding import Embedder  # noqa: E402
+from shared.settings import CacheSettings  # noqa: E402
+from tests.support.servers import RedisServer  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SCOPE = Scope("bench", "bench", "v1", 5)
+SUBJECTS = (
+    "river",
+    "castle",
+    "bridge",
+    "library",
+    "railway",
+    "harbour",
+    "museum",
+    "cathedral",
+    "university",
+    "stadium",
+)
+ASPECTS = ("built", "designed", "opened", "renamed", "restored")
+BASELINE_LOOKUPS = {1000: 5, 10000: 3, 100000: 1}
+FILL_BATCH = 1000
+
+
+def real_questions() -> list[tuple[str, str]]:
+    """(stored question, paraphrase) pairs the verification accepts."""
+    pairs = []
+    for number in range(4):
+        for subject in SUBJECTS:
+            for aspect in ASPECTS:
+                place = f"Town{number}"
+                pairs.append(
+                    (
+                        f"When was the {subject} of {place} {aspect}?",
+                        f"when was {place}'s {subject} {aspect}",
+                    )
+                )
+    return pairs[:200]
+
+
+def novel_questions(count: int) -> list[str]:
+    return [f"Which painter lived in the house number {n} of street {n % 7}?" for n in range(count)]
+
+
+def fill(cache: SemanticCache, count: int, dim: int, rng: np.random.Generator) -> None:
+    """Add `count` filler entries with random unit vectors, pipelined."""
+    for start in range(0, count, FILL_BATCH):
+        size = min(FILL_BATCH, count - start)
+        vectors = rng.standard_normal((size, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        pipe = cache.redis.pipeline(transaction=False)
+        for vector in vectors:
+            entry_id = uuid.uuid4().hex
+            cache.queue_write(pipe, entry_id, f"filler {entry_id}", SCOPE, vector, {"answer": "x"})
+        pipe.execute()
+
+
+def seed_scan_lookup(cache: SemanticCache, vector: np.ndarray, threshold: float) -> float:
+    """The seed design: SCAN all entries, HGET each embedding, cosine in Python."""
+    best = -1.0
+    for key in cache.redis.scan_iter(match=keys.cache_entry("*"), count=1000):
+        stored = decode_vector(cache.redis.hget(key, "embedding"))
+        best = max(best, float(np.dot(vector, stored)))
+    return best if best >= threshold else 0.0
+
+
+def timed(action: Any, items: list[Any]) -> list[float]:
+    out = []
+    for item in items:
+        start = time.perf_counter()
+        action(item)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def measure(
+    cache: SemanticCache, embedder: Embedder, size: int, lookups: int, pairs: list[tuple[str, str]]
+) -> dict[str, Any]:
+    reader = SemanticCache(cache.settings, embedder, cache.settings.redis_url)
+    start = time.perf_counter()
+    reader.lookup("warm-up question that is not stored?", SCOPE)
+    sync_s = time.perf_counter() - start
+    novel = novel_questions(lookups)
+    paraphrases = [para for _, para in pairs][:lookups]
+    exact = [stored for stored, _ in pairs][:lookups]
+    miss_ms = timed(lambda q: reader.lookup(q, SCOPE), novel)
+    hit_results = []
+    hit_ms = timed(lambda q: hit_results.append(reader.lookup(q, SCOPE)), paraphrases)
+    exact_ms = timed(lambda q: reader.lookup(q, SCOPE), exact)
+    vectors = embedder.encode(novel[: BASELINE_LOOKUPS.get(size, 1)])
+    scan_ms = [
+        embed_ms + scan
+        for embed_ms, scan in zip(
+            timed(lambda q: embedder.encode_one(q), novel[: len(vectors)]),
+            timed(
+                lambda v: seed_scan_lookup(reader, v, cache.settings.similarity_threshold),
+                list(vectors),
+            ),
+            strict=True,
+        )
+    ]
+    return {
+        "entries": size,
+        "index_sync_s": round(sync_s, 2),
+        "lookups": lookups,
+        "ragq_miss_p50_ms": statistics.median(miss_ms),
+        "ragq_miss_p99_ms": percentile(miss_ms, 99),
+        "ragq_semantic_hit_p50_ms": statistics.median(hit_ms),
+        "ragq_semantic_hit_p99_ms": percentile(hit_ms, 99),
+        "semantic_hit_rate": sum(r.hit and r.path == "semantic" for r in hit_results)
+        / len(hit_results),
+        "exact_p50_ms": statistics.median(exact_ms),
+        "exact_p99_ms": percentile(exact_ms, 99),
+        "seed_scan_p50_ms": statistics.median(scan_ms),
+        "seed_scan_lookups": len(scan_ms),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--lookups", type=int, default=200)
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    embedder = Embedder("minilm")
+    rng = np.random.default_rng(0)
+    pairs = real_questions()
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        server = RedisServer(
+            Path(workdir), "--maxmemory", "4gb", "--maxmemory-policy", "allkeys-lru"
+        ).start()
+        try:
+            settings = CacheSettings(redis_url=server.url)
+            # the writer gets a patient client: 1,000-entry pipelines outlast the 0.25 s lookup timeout
+            writer = redis.Redis.from_url(server.url, decode_responses=True, socket_timeout=60)
+            cache = SemanticCache(settings, embedder, writer)
+            stored = [question for question, _ in pairs]
+            for question, vector in zip(stored, embedder.encode(stored), strict=True):
+                cache.store(question, SCOPE, vector, {"answer": question})
+            filled = len(stored)
+            for size in sizes:
+                fill(cache, size - filled, embedder.dim, rng)
+                filled = size
+                rows.append(measure(cache, embedder, size, args.lookups, pairs))
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            server.stop()
+    write(rows)
+
+
+def write(rows: list[dict[str, Any]]) -> None:
+    first, last = rows[0], rows[-1]
+    summary = {
+        "ragq_miss_p50_ratio_largest_vs_smallest": last["ragq_miss_p50_ms"]
+        / first["ragq_miss_p50_ms"],
+        "target_p50_ms": 12.0,
+        "target_ratio": 1.5,
+        "target_exact_p50_ms": 1.0,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "cache_latency.json").write_text(
+        json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n"
+    )
+    lines = [
+        "# Semantic-cache lookup latency (bench/cache_latency.py)",
+        "",
+        "Medians over the lookups (p99 in brackets), milliseconds; one process on this machine. Filler entries are "  # noqa: E501
+        "random unit vectors written through a pipeline; 200 real questions with MiniLM embeddings are stored too. "  # noqa: E501
+        "Miss = a new question (embedding + index search); semantic hit = a paraphrase of a stored question "  # noqa: E501
+        "(embedding + search + verification + reading the entry). Seed scan = embedding + SCAN + HGET per entry + "  # noqa: E501
+        "cosine in Python (sampled: few lookups).",
+        "",
+        "| entries | ragq miss | ragq semantic hit | exact repeat | seed scan | index sync (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['entries']:,} | {row['ragq_miss_p50_ms']:.2f} ({row['ragq_miss_p99_ms']:.1f}) | "  # noqa: E501
+            f"{row['ragq_semantic_hit_p50_ms']:.2f} ({row['ragq_semantic_hit_p99_ms']:.1f}) | "
+            f"{row['exact_p50_ms']:.3f} ({row['exact_p99_ms']:.2f}) | {row['seed_scan_p50_ms']:.0f} "  # noqa: E501
+            f"(n={row['seed_scan_lookups']}) | {row['index_sync_s']:.1f} |"
+        )
+    lines += [
+        "",
+        f"ragq miss p50 at {last['entries']:,} / at {first['entries']:,}: "
+        f"{summary['ragq_miss_p50_ratio_largest_vs_smallest']:.2f}x (target <= 1.5x); targets: p50 <= 12 ms, "  # noqa: E501
+        "exact p50 <= 1 ms.",
+    ]
+    (RESULTS / "cache_latency.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
