@@ -87,6 +87,7 @@ def test_counts_agree_and_every_query_runs(stack: Stack, prometheus: Prometheus)
     _assert_targets_up(prometheus)
     _assert_dashboard_queries_return_series(prometheus)
     _assert_alerts_run_and_stay_quiet(prometheus)
+    _assert_cache_outage_raises_its_alert(stack, prometheus)
 
 
 def _assert_targets_up(prometheus: Prometheus) -> None:
@@ -111,3 +112,20 @@ def _assert_alerts_run_and_stay_quiet(prometheus: Prometheus) -> None:
     health = {rule["name"]: rule["health"] for group in groups for rule in group["rules"]}
     assert set(health) == {rule["alert"] for rule in alert_rules()}
     assert set(health.values()) == {"ok"}, health
+
+
+def _assert_cache_outage_raises_its_alert(stack: Stack, prometheus: Prometheus) -> None:
+    """With the cache Redis gone, queries are still answered, and the alert's condition holds.
+
+    A counter series is born at its first error, and rate() needs a second sample that grew:
+    as in a real outage, the traffic goes on.
+    """
+    stack.cache.stop()
+    expr = next(rule["expr"] for rule in alert_rules() if rule["alert"] == "RagqCacheRedisDown")
+    deadline = time.monotonic() + 30
+    attempt = 0
+    while not prometheus.query(expr):
+        assert time.monotonic() < deadline, f"{expr} never held during a cache outage"
+        attempt += 1
+        _ask(stack, [f"Is question {attempt} answered while the cache Redis is down?"])
+        time.sleep(1.0)
