@@ -39,6 +39,9 @@ timeout = 30  # gthread: how long the arbiter waits for a silent worker, not a r
 graceful_timeout = 10
 keepalive = 5
 limit_request_line = 8190
+# gunicorn's control socket lives at one path per user: several servers (tests, benches) would
+# fight over it, and nothing here uses it.
+control_socket_disable = True
 accesslog = None  # every request is counted in rag_requests_total and logged by the app
 
 

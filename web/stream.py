@@ -7,12 +7,16 @@ Accepted sockets replay every event after `after` from the job's Redis stream, t
 ones through the process's shared pub/sub hub, each once, in order, and close after done/error.
 simple-websocket pings every API_WS_PING_SECONDS and drops a peer that stops answering; an idle
 relay notices a gone client within LIVENESS_CHECK_SECONDS and returns its thread and its hub
-subscription.
+subscription. After the upgrade no HTTP response may be written on the socket, so a failure
+while relaying closes the WebSocket with a code instead: 1013 (broker unreachable: reconnect
+later with `?after=<last seq>`), 4404 (the job vanished), 1011 (anything else).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from typing import Any
 
 from flask import Blueprint, Flask, g, request
@@ -20,16 +24,21 @@ from flask_sock import Sock
 from simple_websocket import ConnectionClosed, Server
 from werkzeug.exceptions import BadRequest
 
+from shared.errors import BrokerUnavailable, JobNotFound
 from shared.events import read_events
-from shared.metrics import WEBSOCKETS_OPEN
+from shared.metrics import ERRORS, WEBSOCKETS_OPEN
 from web.auth import websocket_owner
 from web.resources import resources, settings
 
 NORMAL_CLOSURE = 1000
+INTERNAL_ERROR = 1011
+TRY_AGAIN_LATER = 1013
+JOB_NOT_FOUND = 4404
 # An idle relay checks this often whether its client is still there (a flag read, no I/O);
 # the protocol-level pings that keep proxies and dead peers honest run every API_WS_PING_SECONDS.
 LIVENESS_CHECK_SECONDS = 1.0
 
+log = logging.getLogger(__name__)
 bp = Blueprint("stream", __name__)
 sock = Sock()
 
@@ -58,8 +67,24 @@ def stream(ws: Server, job_id: str) -> None:
     WEBSOCKETS_OPEN.inc()
     try:
         relay(ws, job_id, g.after)
+    except BrokerUnavailable as error:
+        log.warning("websocket relay lost the broker: %s", error)
+        ERRORS.labels(type="websocket-broker").inc()
+        _close(ws, TRY_AGAIN_LATER, "broker unavailable; reconnect with ?after=<last seq>")
+    except JobNotFound:
+        _close(ws, JOB_NOT_FOUND, "job not found")
+    except Exception:
+        log.exception("websocket relay failed")
+        ERRORS.labels(type="websocket").inc()
+        _close(ws, INTERNAL_ERROR, "internal error")
     finally:
         WEBSOCKETS_OPEN.dec()
+
+
+def _close(ws: Server, code: int, reason: str) -> None:
+    if ws.connected:
+        with contextlib.suppress(ConnectionClosed, OSError):  # the client is gone already
+            ws.close(code, reason)
 
 
 def relay(ws: Server, job_id: str, after: int) -> None:
@@ -71,8 +96,8 @@ def relay(ws: Server, job_id: str, after: int) -> None:
         for event in events:
             ws.send(_encode(event))
         ws.close(NORMAL_CLOSURE, "job finished")
-    except ConnectionClosed:
-        return
+    except (ConnectionClosed, OSError):
+        return  # the client left (or its connection broke): nothing to send it
     finally:
         events.close()  # drops the hub subscription at once
 

@@ -9,7 +9,6 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +16,12 @@ import redis
 import requests
 import websocket
 
+from shared.jobs import JobStore
+from shared.settings import load_settings
 from tests.support.celery import WorkerProcess, start_worker, worker_env
 from tests.support.gunicorn import GunicornServer
 from tests.support.servers import RedisServer
+from web.auth import owner_of
 
 pytestmark = pytest.mark.integration
 
@@ -280,8 +282,22 @@ def test_leaving_clients_free_their_socket_and_subscription(stack: Stack, worker
     assert 'endpoint="/v1/jobs/<job_id>/stream"' in metrics
 
 
+def close_code(ws: websocket.WebSocket) -> int:
+    """Read frames until the server's close frame; its status code."""
+    while True:
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(data[:2], "big")
+
+
 def test_broker_outage_is_503_then_recovers(stack: Stack, worker: WorkerProcess) -> None:
+    settings = load_settings(broker={"url": stack.broker.url})
+    parked = JobStore(stack.broker.client(), settings).create(  # no task: it stays queued
+        owner=owner_of(KEY), query=unique_query(), top_k=1, request_id="parked")
+    watching = stack.connect(parked["id"])
+    assert read_until_closed(watching, limit=1)[0]["type"] == "status"
     stack.broker.stop()
+    assert close_code(watching) == 1013  # "try again later", not an HTTP error on a WebSocket
     response = stack.call("POST", "/v1/jobs", json={"query": unique_query()})
     assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
     assert response.json()["type"] == "/problems/broker-unavailable"

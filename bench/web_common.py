@@ -1,0 +1,60 @@
+"""What the web benches share: a broker and cache redis-server, a real gunicorn on them, and
+(on demand) a real Celery worker with the fake pipeline."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.celery import WorkerProcess, start_worker, worker_env  # noqa: E402
+from tests.support.gunicorn import GunicornServer  # noqa: E402
+from tests.support.servers import RedisServer  # noqa: E402
+
+
+@dataclass
+class WebStack:
+    tmp: Path
+    broker: RedisServer
+    cache: RedisServer
+    web: GunicornServer
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def start_worker(self, name: str = "bench", **overrides: str) -> WorkerProcess:
+        env = worker_env(self.broker.url, CACHE_REDIS_URL=self.cache.url, LOG_LEVEL="WARNING",
+                         **overrides)
+        worker = start_worker(env, self.tmp, name)
+        self.workers.append(worker)
+        return worker.wait_ready()
+
+    def web_rss_bytes(self) -> int:
+        """Resident memory of gunicorn's worker processes, together."""
+        return sum(psutil.Process(pid).memory_info().rss for pid in self.web.worker_pids())
+
+    def web_threads(self) -> int:
+        return sum(psutil.Process(pid).num_threads() for pid in self.web.worker_pids())
+
+
+@contextmanager
+def web_stack(tmp: Path, workers: int = 2, threads: int = 128, **env: str) -> Iterator[WebStack]:
+    """Redis servers and gunicorn (`workers` x `threads`); everything is stopped on exit."""
+    broker = RedisServer(tmp / "broker", "--maxmemory-policy", "noeviction").start()
+    cache = RedisServer(tmp / "cache", "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru").start()  # noqa: E501
+    web = GunicornServer(tmp / "web", {"BROKER_URL": broker.url, "CACHE_REDIS_URL": cache.url, **env},  # noqa: E501
+                         workers=workers, threads=threads)
+    stack = WebStack(tmp, broker, cache, web)
+    try:
+        web.start()
+        yield stack
+    finally:
+        web.stop()
+        for worker in stack.workers:
+            worker.stop()
+        broker.stop()
+        cache.stop()
