@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.files import COMPOSE_DIR, tool
+from shared.settings import BrokerSettings
+from tests.deploy.files import COMPOSE_DIR, load_compose, tool
 
 WEB = COMPOSE_DIR / "Dockerfile.web"
 WORKER = COMPOSE_DIR / "Dockerfile.worker"
@@ -60,3 +64,30 @@ def test_bases_cuda_for_the_worker_slim_for_the_web() -> None:
 def test_health_checks() -> None:
     assert re.search(r"HEALTHCHECK .*\n.*/health/ready", WEB.read_text())
     assert re.search(r"HEALTHCHECK .*\n.*inspect ping", WORKER.read_text())
+
+
+def _cmd(path: Path) -> list[str]:
+    match = re.search(r"^CMD (\[.*\])$", path.read_text(), re.MULTILINE)
+    assert match, f"{path.name} has no JSON-form CMD"
+    return list(json.loads(match[1]))
+
+
+def test_web_cmd_runs_the_gunicorn_config_with_the_compose_environment(tmp_path: Path) -> None:
+    command = _cmd(WEB)
+    assert command[0] == "gunicorn"
+    compose_env = load_compose()["services"]["web"]["environment"]
+    env = {**os.environ, **{name: str(value) for name, value in compose_env.items()},
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}  # the image's tmpfs
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "--print-config", *command[1:]],
+                            capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = dict(re.findall(r"^(\w+)\s+= (.*)$", result.stdout, re.MULTILINE))
+    assert config["bind"] == "['0.0.0.0:8000']"
+    assert config["workers"] == env["API_WORKERS"]
+    assert config["on_starting"] == "<on_starting()>"  # empties the multiprocess directory
+
+
+def test_worker_cmd_serves_the_queue_one_job_at_a_time_with_events() -> None:
+    command = " ".join(_cmd(WORKER))
+    assert command.startswith("celery -A worker.celery_app worker")
+    assert f"-Q {BrokerSettings().queue} -c 1 -P prefork -E" in command
