@@ -23,7 +23,7 @@ def test_promtool_accepts_the_config() -> None:
 def test_promtool_accepts_the_rules() -> None:
     result = promtool("check", "rules", str(ALERT_RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 rules found" in result.stdout
+    assert f"{len(alert_rules())} rules found" in result.stdout
 
 
 def test_each_alert_fires_on_its_trouble_only() -> None:
@@ -33,14 +33,14 @@ def test_each_alert_fires_on_its_trouble_only() -> None:
 
 def test_promtool_rejects_a_bad_expression(tmp_path: Path) -> None:
     broken = tmp_path / "alerts.yml"
-    text = ALERT_RULES.read_text().replace("max(rag_queue_depth) > 100", "max(rag_queue_depth >")
+    text = ALERT_RULES.read_text().replace("expr: ", "expr: sum(", 1)  # an unclosed parenthesis
     broken.write_text(text)
     assert promtool("check", "rules", str(broken)).returncode != 0
 
 
 def test_every_required_alert_exists_with_a_runbook() -> None:
     rules = alert_rules()
-    assert {rule["alert"] for rule in rules} == REQUIRED_ALERTS
+    assert {rule["alert"] for rule in rules} >= REQUIRED_ALERTS
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}
         assert rule["annotations"]["runbook"] == f"docs/operations.md#{rule['alert'].lower()}"
