@@ -3,13 +3,7 @@ its authenticated API lists the worker and a finished task; without credentials 
 
 from __future__ import annotations
 
-import base64
-import json
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,60 +13,14 @@ import pytest
 from shared.jobs import JobStore
 from shared.settings import load_settings
 from shared.tasks import make_client, submit_job
-from tests.support.celery import REPO_ROOT, WorkerProcess, worker_env
+from tests.observability.flower import USER, Flower
+from tests.support.celery import WorkerProcess, worker_env
 from tests.support.celery import worker_factory as worker_factory  # the fixture
-from tests.support.servers import RedisServer, free_port, wait_for_port
+from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.integration
 
-USER, PASSWORD = "ops", "flower-test-secret"
 PROTECTED = ["/", "/workers", "/tasks", "/api/workers", "/api/tasks", f"/api/task/info/{'0' * 8}"]
-
-
-class Flower:
-    """`celery -A worker.celery_app flower`, configured by FLOWER_PORT and FLOWER_BASIC_AUTH."""
-
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.log_path = workdir / "flower.log"
-        self.env = {**env, "FLOWER_PORT": str(self.port), "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Flower:
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker.celery_app", "flower"],
-                cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )
-        wait_for_port(self.port, timeout=60)
-        return self
-
-    def get(self, path: str, credentials: tuple[str, str] | None = (USER, PASSWORD)
-            ) -> tuple[int, Any]:
-        """(status, body: JSON when it parses, else text)."""
-        headers = {}
-        if credentials is not None:
-            token = base64.b64encode(":".join(credentials).encode()).decode()
-            headers["Authorization"] = f"Basic {token}"
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                status, raw = response.status, response.read()
-        except urllib.error.HTTPError as error:
-            status, raw = error.code, error.read()
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, raw.decode(errors="replace")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ import pytest
 
 from tests.deploy.files import alert_rules, dashboard_queries
 from tests.observability.conftest import GUNICORN_WORKERS, Stack
+from tests.observability.flower import PASSWORD, Flower
 from tests.observability.prometheus import Prometheus
+from tests.support.celery import worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +31,23 @@ QUERY_ENDPOINT = 'rag_requests_total{job="web",endpoint="/query",method="POST"}'
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, stack: Stack) -> Iterator[Prometheus]:
-    server = Prometheus(tmp_path / "prometheus", {
-        "web": f"127.0.0.1:{stack.web.port}",
-        "worker": f"127.0.0.1:{stack.metrics_port}",
-    }).start()
+def flower(tmp_path: Path, stack: Stack) -> Iterator[Flower]:
+    server = Flower(tmp_path, worker_env(stack.broker.url)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, stack: Stack, flower: Flower) -> Iterator[Prometheus]:
+    targets = {"web": stack.web.port, "worker": stack.metrics_port, "flower": flower.port}
+    server = Prometheus(tmp_path / "prometheus",
+                        {job: f"127.0.0.1:{port}" for job, port in targets.items()},
+                        flower_password=PASSWORD).start()
     try:
         # Scrape everything before the traffic, so rates see it arrive.
-        assert server.wait_for("count(up == 1)", 2) == 2
+        assert server.wait_for("count(up == 1)", len(targets)) == len(targets)
         time.sleep(SETTLE_SECONDS)
         yield server
     finally:
@@ -93,7 +104,7 @@ def test_counts_agree_and_every_query_runs(stack: Stack, prometheus: Prometheus)
 def _assert_targets_up(prometheus: Prometheus) -> None:
     targets = prometheus.api("targets")["activeTargets"]
     assert {target["labels"]["job"]: target["health"] for target in targets} == {
-        "web": "up", "worker": "up"}
+        "web": "up", "worker": "up", "flower": "up"}
 
 
 def _assert_dashboard_queries_return_series(prometheus: Prometheus) -> None:
