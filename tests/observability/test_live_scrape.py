@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from shared import keys
 from tests.deploy.files import alert_rules, dashboard_queries
 from tests.observability.conftest import GUNICORN_WORKERS, Stack
 from tests.observability.flower import PASSWORD, Flower
@@ -74,11 +75,21 @@ def _replace_gunicorn_workers(stack: Stack) -> None:
     raise TimeoutError("gunicorn did not replace its workers")
 
 
+def _wait_cached(stack: Stack, entries: int) -> None:
+    """The worker writes the cache just after it marks the job succeeded: wait for the writes."""
+    cache = stack.cache.client()
+    deadline = time.monotonic() + 30
+    while cache.xlen(keys.CACHE_LOG) < entries:
+        assert time.monotonic() < deadline, "the worker did not cache its answers"
+        time.sleep(0.1)
+
+
 def _send_traffic(stack: Stack) -> None:
     half = len(QUESTIONS) // 2
     _ask(stack, QUESTIONS[:half])
     _replace_gunicorn_workers(stack)
     _ask(stack, QUESTIONS[half:])
+    _wait_cached(stack, len(QUESTIONS))
     for _ in range(REPEATS):
         status, body = stack.post("/query", {"query": QUESTIONS[0]})
         assert status == 200 and body["cached"], body
