@@ -43,8 +43,7 @@ lint: install
 	$(BIN)/mypy web worker shared
 
 # Starts the whole local stack (see scripts/run.sh and Procfile); Ctrl-C stops it.
-run: install
-	@test -e $${PIPELINE_INDEX_DIR:-index/sample} || $(MAKE) index
+run: install index
 	scripts/run.sh
 
 clean:

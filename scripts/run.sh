@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
-export RAGQ_RUN_DIR="$PWD/.run"
+export RAGQ_RUN_DIR="${RAGQ_RUN_DIR:-$PWD/.run}"
 export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$RAGQ_RUN_DIR/prometheus-web}"
 export PYTHONUNBUFFERED=1
 eval "$(python scripts/run_stack.py env)"
