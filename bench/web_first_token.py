@@ -48,7 +48,8 @@ def one_run(stack: WebStack) -> dict[str, float]:
     """Client-seen submit-to-first-token, and the pipeline's own share of it, in seconds."""
     started = time.time()
     job = requests.post(f"{stack.web.url}/v1/jobs",
-                        json={"query": f"what does passage {uuid.uuid4().hex} say?"}, timeout=30).json()
+                        json={"query": f"what does passage {uuid.uuid4().hex} say?"},
+                        timeout=30).json()
     posted = time.time()
     ws = websocket.create_connection(job["links"]["stream"], timeout=30)
     opened = time.time()
@@ -64,7 +65,7 @@ def one_run(stack: WebStack) -> dict[str, float]:
         if event["type"] in ("done", "error"):
             final = event["job"]
     metrics = final["metrics"]
-    own = (metrics["retrieval_s"] or 0.0) + (metrics["rerank_s"] or 0.0) + (metrics["ttft_s"] or 0.0)
+    own = sum(metrics[name] or 0.0 for name in ("retrieval_s", "rerank_s", "ttft_s"))
     return {"client_s": first_token - started, "pipeline_s": own,
             "overhead_s": first_token - started - own,
             "queue_wait_s": metrics["queue_wait_s"] or 0.0,
@@ -91,15 +92,19 @@ def main() -> None:
         for _ in range(args.runs):
             time.sleep(0.2)  # the worker is idle again
             runs.append(one_run(stack))
+    cache_state = "off" if args.no_cache else "on"
     figures = {name: summary_ms([run[key] for run in runs]) for name, key in MEASURES}
     median = statistics.median(run["overhead_s"] for run in runs) * 1000
     verdict = "met" if median <= TARGET_OVERHEAD_MS else "MISSED"
     rows = "\n".join(f"| {name} | {s['p50_ms']:.1f} | {s['p90_ms']:.1f} | {s['max_ms']:.1f} |"
                      for name, s in figures.items())
-    markdown = f"""# Submit-to-first-token over the WebSocket, minus the pipeline's own (bench/web_first_token.py)
+    markdown = f"""# Submit-to-first-token over the WebSocket, minus the pipeline's own
+
+bench/web_first_token.py{" --no-cache" if args.no_cache else ""}.
 
 {args.runs} misses on an idle worker; gunicorn 2 gthread workers, Celery worker with the fake
-pipeline (first token after {float(FAKE_TTFT) * 1000:.0f} ms), semantic cache {"off" if args.no_cache else "on"}, all on this machine.
+pipeline (first token after {float(FAKE_TTFT) * 1000:.0f} ms), semantic cache {cache_state},
+all on this machine.
 
 | measure | p50 ms | p90 ms | max ms |
 |---|---|---|---|

@@ -54,11 +54,12 @@ def main() -> None:
     rps = [run[0] for run in runs]
     median = statistics.median(rps)
     verdict = "met" if median >= TARGET_RPS else "MISSED"
-    rows = "\n".join(f"| {i + 1} | {r:,.0f} | {lat:.2f} | {err} |" for i, (r, lat, err) in enumerate(runs))  # noqa: E501
+    rows = "\n".join(f"| {i + 1} | {r:,.0f} | {lat:.2f} | {err} |"
+                     for i, (r, lat, err) in enumerate(runs))
     markdown = f"""# GET /health through gunicorn (bench/web_health.py)
 
-gunicorn: 2 workers, gthread, 128 threads each; wrk -t2 -c{args.connections} -d{args.seconds}s on the  # noqa: E501
-same machine ({os.cpu_count()} cores, shared with the load generator and other work).
+gunicorn: 2 workers, gthread, 128 threads each; wrk -t2 -c{args.connections} -d{args.seconds}s
+on the same machine ({os.cpu_count()} cores, shared with the load generator and other work).
 
 | run | requests/s | mean latency ms | non-2xx |
 |---|---|---|---|

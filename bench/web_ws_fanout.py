@@ -61,7 +61,8 @@ def run(stack: WebStack, watchers: int, jobs: int, tokens: int) -> dict[str, Any
     ids = [requests.post(f"{stack.web.url}/v1/jobs", json={"query": f"fan-out question {i}?"},
                          timeout=30).json()["id"] for i in range(jobs)]
     rss_before, threads_before = stack.web_rss_bytes(), stack.web_threads()
-    clients = [Watcher(f"{stack.web.ws_url}/v1/jobs/{ids[i % jobs]}/stream") for i in range(watchers)]
+    base = f"{stack.web.ws_url}/v1/jobs"
+    clients = [Watcher(f"{base}/{ids[i % jobs]}/stream") for i in range(watchers)]
     for client in clients:
         client.start()
     for client in clients:
@@ -102,22 +103,30 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=40)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="web-ws-fanout-") as tmp, web_stack(Path(tmp), CACHE_ENABLED="false") as stack:
+    with tempfile.TemporaryDirectory() as tmp, web_stack(Path(tmp), CACHE_ENABLED="false") as stack:
         result = run(stack, args.watchers, args.jobs, args.tokens)
         if result["error_count"]:
             print(stack.web.log_path.read_text()[-6000:])
     verdict = "met" if result["watchers_complete_in_order"] == args.watchers else "MISSED"
+    r = result
+    table = [
+        "| watchers | complete, in order | web RSS before MB | web RSS open MB | per socket KB "
+        "| web threads before / open |",
+        "|---|---|---|---|---|---|",
+        f"| {args.watchers} | {r['watchers_complete_in_order']} | {r['web_rss_before_mb']:.1f} "
+        f"| {r['web_rss_open_mb']:.1f} | {r['rss_per_socket_kb']:.0f} "
+        f"| {r['web_threads_before']} / {r['web_threads_open']} |",
+    ]
+    newline = "\n"
     markdown = f"""# {args.watchers} WebSocket watchers of running jobs (bench/web_ws_fanout.py)
 
 gunicorn 2 gthread workers x 128 threads; {args.jobs} jobs ({args.tokens} fake tokens 50 ms apart),
 {args.watchers // args.jobs} watchers each, connected before the worker started; events per job:
-{result['events_per_job']:.0f}.
+{r['events_per_job']:.0f}.
 
-| watchers | complete, in order | web RSS before MB | web RSS open MB | per socket KB | web threads before / open |
-|---|---|---|---|---|---|
-| {args.watchers} | {result['watchers_complete_in_order']} | {result['web_rss_before_mb']:.1f} | {result['web_rss_open_mb']:.1f} | {result['rss_per_socket_kb']:.0f} | {result['web_threads_before']} / {result['web_threads_open']} |
+{newline.join(table)}
 
-Every watcher received every event in order: {verdict}. Errors: {result['errors'] or 'none'}.
+Every watcher received every event in order: {verdict}. Errors: {r['errors'] or 'none'}.
 """
     write_results("web_ws_fanout", result, markdown)
 

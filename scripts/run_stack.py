@@ -45,9 +45,9 @@ def own_port(url: str, role: str) -> int:
     parts = urlsplit(url)
     port = parts.port or SHARED_REDIS_PORT
     if parts.hostname not in LOCAL_HOSTS:
-        raise SystemExit(f"the {role} Redis at {url} does not answer, and it is not on this machine")
+        raise SystemExit(f"the {role} Redis at {url} does not answer and is not on this machine")
     if port == SHARED_REDIS_PORT:
-        raise SystemExit(f"refusing to start a {role} Redis on port {SHARED_REDIS_PORT}; pick another")
+        raise SystemExit(f"will not start a {role} Redis on port {SHARED_REDIS_PORT}; pick another")
     return port
 
 
@@ -106,7 +106,8 @@ def _banner(base: str, settings: Settings) -> str:
         "",
         f"ragq is ready at {base}  (API docs: {base}/docs, Flower: http://127.0.0.1:{settings.flower.port})",
         "Try:",
-        f"  curl -s {base}/v1/jobs -H 'Content-Type: application/json'{key} -H 'Prefer: wait=60' \\",
+        f"  curl -s {base}/v1/jobs -H 'Content-Type: application/json'{key} \\",
+        "       -H 'Prefer: wait=60' \\",
         "       -d '{\"query\": \"What is retrieval-augmented generation?\"}'",
         f"  curl -s {base}/query -H 'Content-Type: application/json'{key} \\",
         "       -d '{\"query\": \"What is retrieval-augmented generation?\"}'",

@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask, Response, jsonify
-from flask_openapi3 import Info, OpenAPI
+from flask_openapi3 import Info, OpenAPI, SecurityScheme
 
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
@@ -25,7 +27,9 @@ from web import (
 from web.auth import KEY_HEADER
 
 API_VERSION = "1.0.0"
-SECURITY_SCHEMES = {"ApiKey": {"type": "apiKey", "in": "header", "name": KEY_HEADER}}
+SECURITY_SCHEMES: dict[str, SecurityScheme | dict[str, Any]] = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": KEY_HEADER},
+}
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -66,7 +66,7 @@ def issue_ticket(client: redis.Redis, owner: str, ttl_seconds: int) -> str:
 
 
 def redeem_ticket(client: redis.Redis, ticket: str) -> str:
-    """The ticket's owner; the ticket is gone afterwards. Raises Unauthorized when unknown or used."""
+    """The ticket's owner; the ticket is gone afterwards. Unauthorized when unknown or used."""
     try:
         owner = client.getdel(keys.ws_ticket(ticket))
     except redis.RedisError as error:

@@ -1,4 +1,7 @@
-"""gunicorn configuration of ragq's web tier: `gunicorn -c web/gunicorn_conf.py 'web.app:create_app()'`.
+"""gunicorn configuration of ragq's web tier.
+
+    gunicorn -c web/gunicorn_conf.py 'web.app:create_app()'
+
 
 Worker class: gthread. Each open WebSocket holds one thread of its worker process for its
 lifetime (plus simple-websocket's reader thread), so a process holds up to API_THREADS sockets
@@ -42,7 +45,7 @@ limit_request_line = 8190
 # gunicorn's control socket lives at one path per user: several servers (tests, benches) would
 # fight over it, and nothing here uses it.
 control_socket_disable = True
-accesslog = None  # every request is counted in rag_requests_total and logged by the app
+accesslog = None  # every request is counted in rag_requests_total; errors are logged as JSON
 
 
 def on_starting(server: Any) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Response, g, jsonify, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3.types import ResponseDict
 
 from shared.tasks import submit_job
 from web.auth import issue_ticket, require_owner
@@ -28,8 +29,9 @@ from web.schemas import (
     Ticket,
 )
 
-SECURITY = [{"ApiKey": []}]
-PROBLEMS = {401: ProblemOut, 404: ProblemOut, 422: ProblemOut, 429: ProblemOut, 503: ProblemOut}
+SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}]
+PROBLEMS: ResponseDict = {status: ProblemOut for status in (401, 404, 422, 429, 503)}
+BODY_PROBLEMS: ResponseDict = {status: ProblemOut for status in (400, 413, 415)}
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 bp = APIBlueprint("jobs", __name__, url_prefix="/v1", abp_tags=[Tag(name="jobs")],
@@ -72,16 +74,17 @@ def submit(query: str, top_k: int | None) -> dict[str, Any]:
 
 
 def prefer_wait(prefer: str | None) -> float:
-    """Seconds asked for by `Prefer: wait=N`, capped by API_PREFER_WAIT_MAX_SECONDS; 0 when absent."""
+    """Seconds asked for by `Prefer: wait=N`, capped by API_PREFER_WAIT_MAX_SECONDS; else 0."""
     match = _PREFER_WAIT.search(prefer or "")
     if match is None:
         return 0.0
     return min(float(match.group(1)), settings().api.prefer_wait_max_seconds)
 
 
-@bp.post("/jobs", responses={202: JobOut, 200: JobOut, 400: ProblemOut, 413: ProblemOut, 415: ProblemOut})
+@bp.post("/jobs", responses={202: JobOut, 200: JobOut, **BODY_PROBLEMS})
 def create_job(body: JobRequest, header: PreferHeader) -> Response:
-    """Submit a question; 202 with the queued job, or 200 with the finished one under `Prefer: wait=N`."""
+    """Submit a question: 202 with the queued job, or 200 with the finished one (a cache hit,
+    or a job that finished within `Prefer: wait=N`)."""
     job = submit(body.query, body.top_k)
     if job.get("cached"):
         return jsonify(job)  # 200: answered from the cache, nothing queued, no record to link
@@ -123,12 +126,13 @@ def cancel_job(path: JobPath) -> Response:
     return jsonify(present(resources().store.cancel(path.job_id, g.owner)))
 
 
-@bp.post("/batch", responses={202: BatchOut, 400: ProblemOut, 413: ProblemOut, 415: ProblemOut})
+@bp.post("/batch", responses={202: BatchOut, **BODY_PROBLEMS})
 def create_batch(body: BatchRequest) -> Response | tuple[Response, int]:
     """One job per query (at most API_BATCH_MAX), all with the same top_k."""
     limit = settings().api.batch_max
     if len(body.queries) > limit:
-        return invalid_fields([{"field": "queries", "message": f"at most {limit} queries per batch"}])
+        too_many = f"at most {limit} queries per batch"
+        return invalid_fields([{"field": "queries", "message": too_many}])
     jobs = [present(submit(query, body.top_k)) for query in body.queries]
     return jsonify({"jobs": jobs}), 202
 

@@ -23,7 +23,8 @@ UNMATCHED = "<unmatched>"
 
 def _count(response: Response) -> Response:
     endpoint = request.url_rule.rule if request.url_rule is not None else UNMATCHED
-    REQUESTS.labels(method=request.method, endpoint=endpoint, status=str(response.status_code)).inc()
+    status = str(response.status_code)
+    REQUESTS.labels(method=request.method, endpoint=endpoint, status=status).inc()
     return response
 
 

@@ -20,6 +20,7 @@ from shared.metrics import ERRORS
 from web.request_ids import current_request_id
 
 PROBLEM_JSON = "application/problem+json"
+_BODY_HEADERS = ("content-type", "content-length")  # ours replace werkzeug's HTML ones
 BROKER_RETRY_AFTER_SECONDS = 5
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ def retry_after(seconds: int) -> dict[str, str]:
 def invalid_fields(errors: list[dict[str, str]]) -> Response:
     """422 listing each bad field as {field, message}."""
     names = ", ".join(error["field"] for error in errors)
-    return problem(422, f"invalid fields: {names}", slug="validation", title="Request failed validation",
-                   errors=errors)
+    return problem(422, f"invalid fields: {names}", slug="validation",
+                   title="Request failed validation", errors=errors)
 
 
 def from_validation_error(error: ValidationError) -> Response:
@@ -70,7 +71,7 @@ def from_validation_error(error: ValidationError) -> Response:
 
 
 def _http(error: HTTPException) -> Response:
-    headers = {k: v for k, v in error.get_headers() if k.lower() not in ("content-type", "content-length")}
+    headers = {k: v for k, v in error.get_headers() if k.lower() not in _BODY_HEADERS}
     return problem(error.code or 500, error.description or "", headers=headers)
 
 

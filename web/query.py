@@ -37,7 +37,7 @@ def _authenticate() -> None:
 
 @bp.post("/query", responses={200: QueryAnswer, 409: ProblemOut, 502: ProblemOut, 504: ProblemOut})
 def query(body: JobRequest) -> Response:
-    """Answer in one round trip, waiting up to API_QUERY_WAIT_SECONDS; 504 leaves the job running."""
+    """Answer in one round trip, waiting up to API_QUERY_WAIT_SECONDS; 504: the job runs on."""
     started = time.perf_counter()
     job = submit(body.query, body.top_k)
     finished = job if job.get("cached") else resources().store.wait_final(

@@ -1,4 +1,4 @@
-"""Request ids: a sane client X-Request-ID is kept, anything else replaced; every response carries it."""
+"""Request ids: a sane client X-Request-ID is kept, others replaced; every response carries it."""
 
 from __future__ import annotations
 

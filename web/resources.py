@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import redis
 from celery import Celery
 from flask import Flask, current_app
+from redis import Redis
 
 from shared.events import EventHub
 from shared.jobs import JobStore
@@ -38,11 +38,11 @@ class Resources:
         return self._made[name]
 
     @property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> Redis:
         return self._once("redis", self._connect)  # type: ignore[no-any-return]
 
-    def _connect(self) -> redis.Redis:
-        return redis.Redis.from_url(
+    def _connect(self) -> Redis:
+        return Redis.from_url(
             self.settings.broker.url, decode_responses=True,
             socket_connect_timeout=self.settings.broker.connect_timeout_seconds,
             health_check_interval=30,

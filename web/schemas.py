@@ -13,9 +13,13 @@ BATCH_CEILING = 1000  # the schema's hard cap; API_BATCH_MAX (at most this) is t
 
 QueryText = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=QUERY_MIN_CHARS, max_length=QUERY_MAX_CHARS),
+    StringConstraints(
+        strip_whitespace=True, min_length=QUERY_MIN_CHARS, max_length=QUERY_MAX_CHARS
+    ),
 ]
-TopK = Annotated[int, Field(ge=1, le=TOP_K_MAX, description="Passages given to the generator; default PIPELINE_TOP_K.")]
+TopK = Annotated[
+    int, Field(ge=1, le=TOP_K_MAX, description="Passages to the generator; default PIPELINE_TOP_K.")
+]
 
 
 class _Strict(BaseModel):
@@ -32,7 +36,9 @@ class JobRequest(_Strict):
 class BatchRequest(_Strict):
     """Several questions; each becomes its own job."""
 
-    queries: list[QueryText] = Field(min_length=1, max_length=BATCH_CEILING, description="At most API_BATCH_MAX.")
+    queries: list[QueryText] = Field(
+        min_length=1, max_length=BATCH_CEILING, description="At most API_BATCH_MAX."
+    )
     top_k: TopK | None = None
 
 

@@ -56,7 +56,8 @@ class GunicornServer:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", str(CONFIG), "web.app:create_app()"],
-                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self._wait_live(timeout)
         return self
@@ -73,13 +74,15 @@ class GunicornServer:
             except (urllib.error.URLError, OSError):
                 time.sleep(0.1)
         self.stop()
-        raise TimeoutError(f"gunicorn not live after {timeout}s: {self.log_path.read_text()[-2000:]}")
+        tail = self.log_path.read_text()[-2000:]
+        raise TimeoutError(f"gunicorn not live after {timeout}s: {tail}")
 
     def worker_pids(self) -> list[int]:
         """The pids of gunicorn's worker processes (children of the arbiter)."""
         if self.process is None:
             return []
-        found = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        found = subprocess.run(["pgrep", "-P", str(self.process.pid)],
+                               capture_output=True, text=True)
         return [int(pid) for pid in found.stdout.split()]
 
     def stop(self) -> None:

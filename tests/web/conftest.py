@@ -19,7 +19,7 @@ OTHER_KEY = "test-key-two"
 
 @pytest.fixture
 def make_app() -> Callable[..., Flask]:
-    """Build an app; `overrides` maps a settings group to field values. The broker is a closed port."""
+    """Build an app; `overrides` maps a group to field values. The broker is a closed port."""
 
     def make(**overrides: dict[str, Any]) -> Flask:
         groups: dict[str, dict[str, Any]] = {

@@ -58,7 +58,8 @@ def test_invalid_job_lists_each_bad_field(client: FlaskClient, payload: dict[str
 
 
 def test_malformed_json_is_400(client: FlaskClient) -> None:
-    response = client.post("/v1/jobs", data='{"query": ', headers={**AUTH, "Content-Type": "application/json"})
+    response = client.post("/v1/jobs", data='{"query": ', headers=AUTH,
+                           content_type="application/json")
     assert "JSON" in problem_of(response, 400)["detail"]
 
 
@@ -176,7 +177,8 @@ def test_request_id_kept_only_when_sane(offered: str | None, kept: bool) -> None
 
 
 def test_request_id_echoed_on_success_and_error(client: FlaskClient) -> None:
-    assert client.get("/health", headers={"X-Request-ID": "req-1"}).headers["X-Request-ID"] == "req-1"
+    kept = client.get("/health", headers={"X-Request-ID": "req-1"})
+    assert kept.headers["X-Request-ID"] == "req-1"
     response = client.get("/nowhere", headers={"X-Request-ID": "bad id!"})
     assert response.headers["X-Request-ID"] != "bad id!"
     assert problem_of(response, 404)["request_id"] == response.headers["X-Request-ID"]

@@ -4,6 +4,7 @@ is what the later ones find in the cache."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +66,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "AUTH_ENABLED": "true",
             "AUTH_API_KEYS": KEY,
             "CB_WINDOW_SECONDS": "3600",
+            "API_MAX_QUEUE_DEPTH": "3",
             "API_QUERY_WAIT_SECONDS": "30",
         },
     )
@@ -134,6 +136,21 @@ def test_breaker_charged_by_the_worker_and_open_breaker_refuses_misses(stack: St
         assert stats["cache"]["entries"] >= 1 and stats["cache"]["hits"] >= 3
     finally:
         stack.broker.client().delete(keys.breaker_window(breaker.window_start()))
+
+
+def test_deep_queue_refuses_misses_with_retry_after_but_hits_answer(stack: Stack) -> None:
+    client = stack.broker.client()
+    waiting = {f"not-a-job-{n}": time.time() for n in range(4)}
+    client.zadd(keys.QUEUED, waiting)
+    try:
+        refused = stack.post("/v1/jobs", "Who painted the Mona Lisa?")
+        assert refused.status_code == 429
+        assert refused.json()["title"] == "Too many queued jobs"
+        job_seconds = float(client.lindex(keys.RECENT_DURATIONS, 0))
+        assert int(refused.headers["Retry-After"]) == max(1, math.ceil(job_seconds * 2))
+        assert stack.post("/v1/jobs", QUESTION).status_code == 200
+    finally:
+        client.zrem(keys.QUEUED, *waiting)
 
 
 def test_service_answers_while_the_cache_redis_is_down(stack: Stack) -> None:

@@ -38,10 +38,12 @@ class Stack:
         self.cache = cache
         self.web = web
 
-    def call(self, method: str, path: str, key: str | None = KEY, **kwargs: Any) -> requests.Response:
+    def call(self, method: str, path: str, key: str | None = KEY,
+             **kwargs: Any) -> requests.Response:
         headers = {"X-API-Key": key} if key else {}
         headers.update(kwargs.pop("headers", {}))
-        return requests.request(method, self.web.url + path, headers=headers, timeout=WAIT, **kwargs)
+        return requests.request(method, self.web.url + path, headers=headers, timeout=WAIT,
+                                **kwargs)
 
     def submit(self, key: str = KEY, **kwargs: Any) -> dict[str, Any]:
         response = self.call("POST", "/v1/jobs", key, json={"query": unique_query()}, **kwargs)
@@ -99,7 +101,8 @@ def assert_complete(events: list[dict[str, Any]], after: int = 0) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("web-flows")
     broker = RedisServer(root / "broker", "--maxmemory-policy", "noeviction").start()
-    cache = RedisServer(root / "cache", "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru").start()
+    cache = RedisServer(root / "cache", "--maxmemory", "64mb",
+                        "--maxmemory-policy", "allkeys-lru").start()
     web = GunicornServer(root / "web", env={
         "BROKER_URL": broker.url, "CACHE_REDIS_URL": cache.url, "AUTH_ENABLED": "true",
         "AUTH_API_KEYS": f"{KEY},{OTHER_KEY},{LIST_KEY}", "AUTH_ALLOWED_ORIGINS": ORIGIN,
@@ -229,7 +232,8 @@ def test_another_keys_job_is_404_everywhere(stack: Stack, worker: WorkerProcess)
     for target in (job_id, unknown):
         for method, path in (("GET", f"/v1/jobs/{target}"), ("POST", f"/v1/jobs/{target}/cancel")):
             response = stack.call(method, path, OTHER_KEY)
-            assert response.status_code == 404 and response.json()["type"] == "/problems/job-not-found"
+            assert response.status_code == 404
+            assert response.json()["type"] == "/problems/job-not-found"
         assert handshake_status(lambda t=target: stack.connect(t, key=OTHER_KEY)) == 404
     assert job_id not in stack.call("GET", "/v1/jobs", OTHER_KEY).text
     assert stack.wait_status(job_id, {"succeeded"})["status"] == "succeeded"
@@ -261,7 +265,8 @@ def _pubsub_clients(stack: Stack) -> int:
         return sum(1 for entry in client.client_list() if int(entry.get("psub", 0)) > 0)
 
 
-def test_leaving_clients_free_their_socket_and_subscription(stack: Stack, worker: WorkerProcess) -> None:
+def test_leaving_clients_free_their_socket_and_subscription(stack: Stack,
+                                                            worker: WorkerProcess) -> None:
     job_id = stack.submit()["id"]
     first = stack.connect(job_id)
     assert read_until_closed(first, limit=1)[0]["seq"] == 1
@@ -305,7 +310,10 @@ def test_broker_outage_is_503_then_recovers(stack: Stack, worker: WorkerProcess)
     assert stack.call("GET", "/health", key=None).status_code == 200
     stack.broker.start()
     deadline = time.monotonic() + WAIT
-    while (response := stack.call("POST", "/v1/jobs", json={"query": unique_query()})).status_code != 202:
+    def resubmit() -> requests.Response:
+        return stack.call("POST", "/v1/jobs", json={"query": unique_query()})
+
+    while (response := resubmit()).status_code != 202:
         assert time.monotonic() < deadline, response.text
         time.sleep(0.2)
     assert stack.wait_status(response.json()["id"], {"succeeded"})["status"] == "succeeded"
