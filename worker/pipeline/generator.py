@@ -222,6 +222,13 @@ class Generator:
             return {**kwargs, "do_sample": True, "temperature": self.settings.temperature}
         return {**kwargs, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
+    def warm_up(self, messages: list[dict[str, str]]) -> None:
+        """Generate one token, paying the first call's one-off costs now."""
+        with torch.inference_mode():
+            self.model.generate(
+                **self.encode_chat(messages), **{**self.decoding(), "max_new_tokens": 1}
+            )
+
     def generate(self, messages: list[dict[str, str]], should_stop: StopCheck) -> Generation:
         """A streamed generation; iterate it to run the model."""
         return Generation(self, messages, should_stop)

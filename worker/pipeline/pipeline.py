@@ -14,6 +14,8 @@ from worker.pipeline.retrieval import Retriever, load_retriever
 from worker.pipeline.types import Answer, SourcesItem, StopCheck, StreamItem, TokenItem
 
 GIB = 1024**3
+WARM_UP_QUESTION = "What is this about?"
+WARM_UP_TOKENS = 64
 
 
 def _never() -> bool:
@@ -31,6 +33,13 @@ class Pipeline:
         self.index_version = self.retriever.index.version
         self.model_id = self.generator.model_id
         self.prompt_version = settings.prompt_version
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One tiny question end to end, so one-off initialisation does not land on a user's."""
+        sources = self.retriever.retrieve(WARM_UP_QUESTION, 1).sources
+        fitted = fit_sources(sources, self.generator.tokenizer, WARM_UP_TOKENS)
+        self.generator.warm_up(build_messages(WARM_UP_QUESTION, fitted))
 
     def stream(
         self, question: str, top_k: int, should_stop: StopCheck | None = None
