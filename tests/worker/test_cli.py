@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from worker.cli import main
 
 from .pipeline.helpers import write_squad
+from .pipeline.tiny_models import tiny_cross_encoder
 
 
 def test_settings_prints_the_markdown_table() -> None:
@@ -108,3 +109,11 @@ def test_eval_prints_one_json_object(tmp_path: Path) -> None:
     assert set(report) >= {"dense", "sparse", "hybrid"} and "hybrid_rerank" not in report
     assert report["answerable_questions"] == 3 and report["paragraphs"] == 3
     assert report["hybrid"] == {"recall@1": 1.0, "recall@5": 1.0, "mrr@10": 1.0}
+
+    reranker = tiny_cross_encoder(tmp_path / "ce")
+    reranked = CliRunner(env={"PIPELINE_RERANKER": str(reranker)}).invoke(
+        main, ["eval", "--squad", str(squad)]
+    )
+    assert reranked.exit_code == 0, reranked.output
+    stage = json.loads(reranked.stdout)["hybrid_rerank"]
+    assert set(stage) == {"recall@1", "recall@5", "mrr@10"} and stage["recall@5"] == 1.0

@@ -112,3 +112,22 @@ def test_squad_paragraphs_are_indexed_with_article_titles(
         ("s.json#0/0", "Paris"),
         ("s.json#1/0", "Rome"),
     ]
+
+
+def test_reranker_orders_the_head_and_keeps_every_stage_score(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    from worker.pipeline.retrieval import Reranker
+
+    from .tiny_models import tiny_cross_encoder
+
+    settings = PipelineSettings(rerank_depth=2)
+    build_index([_corpus(tmp_path / "docs")], tmp_path / "idx", settings, embedder, progress=False)
+    reranker = Reranker(str(tiny_cross_encoder(tmp_path / "ce")), "cpu")
+    retriever = Retriever(CorpusIndex.load(tmp_path / "idx"), embedder, settings, reranker)
+    retrieval = retriever.retrieve("Which Redis evicts entries?", top_k=3)
+    head, tail = retrieval.sources[:2], retrieval.sources[2:]
+    assert all(s.rerank is not None and s.score == s.rerank for s in head)
+    assert head[0].rerank >= head[1].rerank  # type: ignore[operator]
+    assert all(s.rerank is None and s.rrf is not None for s in tail)
+    assert retrieval.rerank_s > 0
