@@ -76,6 +76,7 @@ def cached_gguf_copy(gguf: Path, cache_dir: Path) -> Path:
     log.info("converting %s to safetensors in %s (once)", gguf.name, target)
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.converting-", dir=cache_dir))
+    staging.chmod(0o755)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
