@@ -3,12 +3,11 @@
 Each process loops like the real flow: check the breaker (refused: stop), run a "job" (a short
 sleep), charge the job's cost. Two ways of checking are measured:
 
-- `read`: check() only reads the spend (the flow today: web checks, worker charges later), so
-  every job in flight when the limit is crossed still lands: overshoot up to the processes'
-  in-flight jobs;
-- `reserve`: check(reserve_eur=cost) adds the job's cost in the same atomic step that checks
-  the limit, and the charge after the job settles the difference (0 here): overshoot is below
-  one job's cost.
+- `reserve` (ragq's flow): check(reserve_eur=estimate) adds the job's estimated cost in the same
+  atomic step that checks the limit, and the charge after the job settles the difference (0
+  here, the estimate being exact): overshoot stays below one job's cost;
+- `read` (a read-only check, for comparison): every job in flight when the limit is crossed
+  still lands: overshoot up to the processes' in-flight jobs.
 
     .venv/bin/python bench/breaker_concurrency.py [--processes 8] [--rounds 5]
 """
@@ -53,7 +52,10 @@ def spender(url: str, mode: str, start_at: float, done: Any) -> None:
         except BudgetExceeded:
             break
         time.sleep(JOB_SECONDS)
-        breaker.charge(0.0 if mode == "reserve" else JOB_COST_EUR)
+        if mode == "reserve":
+            breaker.charge(JOB_COST_EUR, JOB_COST_EUR, breaker.window_start())
+        else:
+            breaker.charge(JOB_COST_EUR)
         jobs += 1
     done.put(jobs)
 
@@ -95,7 +97,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         server = RedisServer(Path(workdir), "--maxmemory-policy", "noeviction").start()
         try:
-            for mode in ("read", "reserve"):
+            for mode in ("reserve", "read"):
                 for _ in range(args.rounds):
                     rounds.append(run_round(server.url, mode, args.processes))
                     print(json.dumps(rounds[-1]), flush=True)
@@ -115,7 +117,7 @@ def write(rounds: list[dict[str, Any]], processes: int) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     summary = {}
-    for mode in ("read", "reserve"):
+    for mode in ("reserve", "read"):
         mine = [r for r in rounds if r["mode"] == mode]
         worst = max(r["overshoot_eur"] for r in mine)
         summary[mode] = {

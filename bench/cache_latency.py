@@ -108,77 +108,98 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
+def scan_baseline(reader: SemanticCache, embedder: Embedder, queries: list[str]) -> list[float]:
+    """Embedding + the seed's scan, per query, in milliseconds."""
+    threshold = reader.settings.similarity_threshold
+    out = []
+    for query in queries:
+        start = time.perf_counter()
+        seed_scan_lookup(reader, embedder.encode_one(query), threshold)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def interleaved(readers: dict[int, SemanticCache], queries: list[str]) -> dict[int, list[float]]:
+    """Each query looked up at every size in turn, so machine load hits all sizes alike."""
+    times: dict[int, list[float]] = {size: [] for size in readers}
+    for query in queries:
+        for size, reader in readers.items():
+            start = time.perf_counter()
+            reader.lookup(query, SCOPE)
+            times[size].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def hit_rate(reader: SemanticCache, queries: list[str]) -> float:
+    results = [reader.lookup(query, SCOPE) for query in queries]
+    return sum(r.hit and r.path == "semantic" for r in results) / len(results)
+
+
 def measure(
-    cache: SemanticCache, embedder: Embedder, size: int, lookups: int, pairs: list[tuple[str, str]]
-) -> dict[str, Any]:
-    reader = SemanticCache(cache.settings, embedder, cache.settings.redis_url)
-    start = time.perf_counter()
-    reader.lookup("warm-up question that is not stored?", SCOPE)
-    sync_s = time.perf_counter() - start
+    urls: dict[int, str], embedder: Embedder, lookups: int, pairs: list[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    readers, sync_s = {}, {}
+    for size, url in urls.items():
+        readers[size] = SemanticCache(CacheSettings(redis_url=url), embedder, url)
+        start = time.perf_counter()
+        readers[size].lookup("warm-up question that is not stored?", SCOPE)
+        sync_s[size] = time.perf_counter() - start
     novel = novel_questions(lookups)
     paraphrases = [para for _, para in pairs][:lookups]
     exact = [stored for stored, _ in pairs][:lookups]
-    miss_ms = timed(lambda q: reader.lookup(q, SCOPE), novel)
-    hit_results = []
-    hit_ms = timed(lambda q: hit_results.append(reader.lookup(q, SCOPE)), paraphrases)
-    exact_ms = timed(lambda q: reader.lookup(q, SCOPE), exact)
-    vectors = embedder.encode(novel[: BASELINE_LOOKUPS.get(size, 1)])
-    scan_ms = [
-        embed_ms + scan
-        for embed_ms, scan in zip(
-            timed(lambda q: embedder.encode_one(q), novel[: len(vectors)]),
-            timed(
-                lambda v: seed_scan_lookup(reader, v, cache.settings.similarity_threshold),
-                list(vectors),
-            ),
-            strict=True,
+    misses = interleaved(readers, novel)
+    hits = interleaved(readers, paraphrases)
+    exacts = interleaved(readers, exact)
+    rows = []
+    for size, reader in readers.items():
+        scan_ms = scan_baseline(reader, embedder, novel[: BASELINE_LOOKUPS.get(size, 1)])
+        rows.append(
+            {
+                "entries": size,
+                "index_sync_s": round(sync_s[size], 2),
+                "lookups": lookups,
+                "ragq_miss_p50_ms": statistics.median(misses[size]),
+                "ragq_miss_p99_ms": percentile(misses[size], 99),
+                "ragq_semantic_hit_p50_ms": statistics.median(hits[size]),
+                "ragq_semantic_hit_p99_ms": percentile(hits[size], 99),
+                "semantic_hit_rate": hit_rate(reader, paraphrases[:50]),
+                "exact_p50_ms": statistics.median(exacts[size]),
+                "exact_p99_ms": percentile(exacts[size], 99),
+                "seed_scan_p50_ms": statistics.median(scan_ms),
+                "seed_scan_lookups": len(scan_ms),
+            }
         )
-    ]
-    return {
-        "entries": size,
-        "index_sync_s": round(sync_s, 2),
-        "lookups": lookups,
-        "ragq_miss_p50_ms": statistics.median(miss_ms),
-        "ragq_miss_p99_ms": percentile(miss_ms, 99),
-        "ragq_semantic_hit_p50_ms": statistics.median(hit_ms),
-        "ragq_semantic_hit_p99_ms": percentile(hit_ms, 99),
-        "semantic_hit_rate": sum(r.hit and r.path == "semantic" for r in hit_results)
-        / len(hit_results),
-        "exact_p50_ms": statistics.median(exact_ms),
-        "exact_p99_ms": percentile(exact_ms, 99),
-        "seed_scan_p50_ms": statistics.median(scan_ms),
-        "seed_scan_lookups": len(scan_ms),
-    }
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
-    parser.add_argument("--lookups", type=int, default=200)
+    parser.add_argument("--lookups", type=int, default=300)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     embedder = Embedder("minilm")
     rng = np.random.default_rng(0)
     pairs = real_questions()
-    rows = []
+    stored = [question for question, _ in pairs]
+    vectors = embedder.encode(stored)
     with tempfile.TemporaryDirectory() as workdir:
         server = RedisServer(
             Path(workdir), "--maxmemory", "4gb", "--maxmemory-policy", "allkeys-lru"
         ).start()
         try:
-            settings = CacheSettings(redis_url=server.url)
-            # the writer gets a patient client: 1,000-entry pipelines outlast the 0.25 s lookup timeout
-            writer = redis.Redis.from_url(server.url, decode_responses=True, socket_timeout=60)
-            cache = SemanticCache(settings, embedder, writer)
-            stored = [question for question, _ in pairs]
-            for question, vector in zip(stored, embedder.encode(stored), strict=True):
-                cache.store(question, SCOPE, vector, {"answer": question})
-            filled = len(stored)
-            for size in sizes:
-                fill(cache, size - filled, embedder.dim, rng)
-                filled = size
-                rows.append(measure(cache, embedder, size, args.lookups, pairs))
-                print(json.dumps(rows[-1]), flush=True)
+            urls = {
+                size: f"{server.url.rsplit('/', 1)[0]}/{db}" for db, size in enumerate(sizes, 1)
+            }
+            for size, url in urls.items():
+                # a patient writer: 1,000-entry pipelines outlast the 0.25 s lookup timeout
+                writer = redis.Redis.from_url(url, decode_responses=True, socket_timeout=60)
+                cache = SemanticCache(CacheSettings(redis_url=url), embedder, writer)
+                for question, vector in zip(stored, vectors, strict=True):
+                    cache.store(question, SCOPE, vector, {"answer": question})
+                fill(cache, size - len(stored), embedder.dim, rng)
+            rows = measure(urls, embedder, args.lookups, pairs)
         finally:
             server.stop()
     write(rows)
@@ -200,7 +221,8 @@ def write(rows: list[dict[str, Any]]) -> None:
     lines = [
         "# Semantic-cache lookup latency (bench/cache_latency.py)",
         "",
-        "Medians over the lookups (p99 in brackets), milliseconds; one process on this machine. Filler entries are "  # noqa: E501
+        "Medians over the lookups (p99 in brackets), milliseconds; one process on this machine; each size in its own "  # noqa: E501
+        "Redis db and index, lookups interleaved across sizes (machine load hits every size alike). Filler entries are "  # noqa: E501
         "random unit vectors written through a pipeline; 200 real questions with MiniLM embeddings are stored too. "  # noqa: E501
         "Miss = a new question (embedding + index search); semantic hit = a paraphrase of a stored question "  # noqa: E501
         "(embedding + search + verification + reading the entry). Seed scan = embedding + SCAN + HGET per entry + "  # noqa: E501
