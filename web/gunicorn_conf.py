@@ -37,7 +37,10 @@ bind = f"{_settings.api.host}:{_settings.api.port}"
 workers = _settings.api.workers
 worker_class = "gthread"
 threads = _settings.api.threads
-worker_connections = 4 * _settings.api.threads
+# A worker accepts no more connections than it has threads: a WebSocket it could not give a
+# thread would wait in its queue while the other worker has threads free (the kernel does not
+# balance accepts between processes). The price: no idle keep-alive connections are kept.
+worker_connections = _settings.api.threads
 timeout = 30  # gthread: how long the arbiter waits for a silent worker, not a request limit
 graceful_timeout = 10
 keepalive = 5
