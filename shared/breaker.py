@@ -132,7 +132,12 @@ class Breaker:
         now = time.time()
         start = self.window_start(now)
         ttl = self.retry_after(now) + EXPIRY_GRACE_SECONDS
-        args = [repr(float(amount)), repr(self.settings.limit_eur), ttl, int(only_below_limit)]
+        args: list[str | int] = [
+            repr(float(amount)),
+            repr(self.settings.limit_eur),
+            ttl,
+            int(only_below_limit),
+        ]
         try:
             spend_text, added = self._script(keys=[keys.breaker_window(start)], args=args)
         except redis.RedisError as error:

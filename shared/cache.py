@@ -23,7 +23,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Literal, Protocol
 
 import faiss
 import numpy as np
@@ -205,18 +206,19 @@ class SemanticCache:
         settings: CacheSettings,
         embedder: EmbedderLike | None,
         redis_client_or_url: redis.Redis | str,
-        verifier: Verifier | None | str = "settings",
+        verifier: Verifier | None | Literal["settings"] = "settings",
     ) -> None:
         """`verifier`: "settings" builds the stage CacheSettings describe; None turns it off.
         `embedder` None: a writer only (the worker stores the embedding the web computed)."""
         self.settings = settings
         self.embedder = embedder
-        self.redis = self._client(redis_client_or_url)
-        self.verifier = (
-            build_verifier(settings, embedder)
-            if verifier == "settings" and embedder is not None
-            else None if verifier == "settings" else verifier
-        )
+        # Any: redis-py's stubs type replies as bytes | str; this client decodes to str
+        self.redis: Any = self._client(redis_client_or_url)
+        self.verifier: Verifier | None = None
+        if not isinstance(verifier, str):
+            self.verifier = verifier
+        elif embedder is not None:
+            self.verifier = build_verifier(settings, embedder)
         self._indexes: dict[str, _ScopeIndex] = {}
         self._known: set[str] = set()
         self._last_id = "0-0"
@@ -325,7 +327,7 @@ class SemanticCache:
             if not verdict.same:
                 rejected.append(verdict.reason)
                 continue
-            entry = self._guarded("lookup_semantic", lambda e=entry_id: self._read(e), False)
+            entry = self._guarded("lookup_semantic", partial(self._read, entry_id), False)
             if entry is False:
                 return CacheLookup(hit=False, embedding=vector, rejected=rejected)
             if not entry:

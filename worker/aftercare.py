@@ -49,5 +49,5 @@ class AfterSuccess:
         if embedding:
             scope = scope_for(self.pipeline_info, int(record["top_k"]))
             self.cache.store(
-                record["query"], scope, decode_vector(embedding), record["result"] or {}
+                record["query"], scope, decode_vector(str(embedding)), record["result"] or {}
             )
