@@ -66,7 +66,13 @@ def gpu() -> Response:
     if not workers:
         return problem(503, "no worker is online", slug="no-worker", title="No worker",
                        headers=retry_after(READY_RETRY_AFTER_SECONDS))
-    return jsonify({"workers": workers})
+    return jsonify({"workers": [device_report(worker) for worker in workers]})
+
+
+def device_report(worker: dict[str, Any]) -> dict[str, Any]:
+    """One worker's heartbeat as /health/gpu shows it: who it is, then its device fields."""
+    found = {name: worker.get(name) for name in ("node", "pid", "pipeline_loaded", "last_seen")}
+    return {**found, **(worker.get("device") or {})}
 
 
 @bp.get("/stats")

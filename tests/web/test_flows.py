@@ -127,6 +127,11 @@ def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
         started.stop()
 
 
+def worker_node(request: pytest.FixtureRequest) -> str:
+    worker: WorkerProcess = request.getfixturevalue("worker")
+    return worker.node
+
+
 def test_ready_only_once_a_worker_is_up(stack: Stack, request: pytest.FixtureRequest) -> None:
     response = stack.call("GET", "/health/ready", key=None)
     assert response.status_code == 503
@@ -137,8 +142,10 @@ def test_ready_only_once_a_worker_is_up(stack: Stack, request: pytest.FixtureReq
         assert time.monotonic() < deadline, response.text
         time.sleep(0.1)
     assert response.json()["checks"]["workers_ready"] == 1
-    gpu = stack.call("GET", "/health/gpu", key=None).json()
-    assert gpu["workers"][0]["pipeline_loaded"] is True
+    report = stack.call("GET", "/health/gpu", key=None).json()["workers"][0]
+    assert report["pipeline_loaded"] is True and report["node"] == worker_node(request)
+    assert report["device"] == "cpu" and report["cuda_available"] is False
+    assert {"model_on_device", "vram_used_gb", "vram_total_gb"} <= set(report)
 
 
 def test_submit_then_poll_until_done(stack: Stack, worker: WorkerProcess) -> None:
