@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import redis
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -179,6 +180,7 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=300)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
+    torch.set_num_threads(CacheSettings().embedding_threads)  # as a web process does
     embedder = Embedder("minilm")
     rng = np.random.default_rng(0)
     pairs = real_questions()

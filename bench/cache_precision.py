@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.cache import Scope, SemanticCache  # noqa: E402
@@ -81,6 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = [json.loads(line) for line in args.pairs.read_text().splitlines() if line.strip()]
     questions = sorted({row["a"] for row in rows})
+    torch.set_num_threads(CacheSettings().embedding_threads)  # as a web process does
     embedder = Embedder("minilm")
     default = CacheSettings().similarity_threshold
     cosine = plain_cosine(embedder, rows, questions)

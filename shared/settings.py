@@ -108,6 +108,11 @@ class CacheSettings(BaseSettings):
         0.5, ge=0.0, le=1.0, description="CrossEncoder score needed for a duplicate question."
     )
     candidates: int = Field(4, ge=1, le=64, description="Nearest neighbours verified per lookup.")
+    embedding_threads: int = Field(
+        1, ge=1, le=64,
+        description="torch threads of a web process's query embedding; several gunicorn "
+        "processes share the CPUs, and one thread each avoids oversubscription.",
+    )
     socket_timeout_seconds: float = Field(
         0.25, gt=0.0, description="Cache Redis timeout; a slow or dead cache is a miss, not a stall."
     )

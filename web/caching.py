@@ -37,8 +37,12 @@ Submit = Callable[[dict[str, str] | None], dict[str, Any]]
 
 
 @cache
-def shared_embedder(model: str) -> Embedder:
-    """One embedder per model and process, however many apps the process builds."""
+def shared_embedder(model: str, threads: int) -> Embedder:
+    """One embedder per model and process, however many apps the process builds. torch's
+    thread count is process-wide: the query embedding is the web's only torch work."""
+    import torch
+
+    torch.set_num_threads(threads)
     return Embedder(model, device="cpu")
 
 
@@ -56,7 +60,10 @@ class CachePath:
         if self._cache is None:
             with self._lock:
                 if self._cache is None:
-                    embedder = shared_embedder(self.settings.pipeline.embedding_model)
+                    embedder = shared_embedder(
+                        self.settings.pipeline.embedding_model,
+                        self.settings.cache.embedding_threads,
+                    )
                     cache = self.settings.cache
                     self._cache = SemanticCache(cache, embedder, cache.redis_url)
         return self._cache
