@@ -35,10 +35,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "the seed's chunk size: long paragraphs dilute MiniLM",
         {"chunk_tokens": 200, "chunk_overlap": 40},
     ),
-    "titles embedded": (
-        "article title prefixed: shared by ~40 paragraphs here",
-        {"index_titles": True},
-    ),
     "RRF 0.5:1": (
         "weighted RRF: dense counts half (BM25 is the stronger list here)",
         {"rrf_dense_weight": 0.5},

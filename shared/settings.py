@@ -59,12 +59,14 @@ class PipelineSettings(BaseSettings):
     reranker: str = Field("", description="CrossEncoder name or path; empty turns reranking off.")
     rerank_depth: int = Field(20, ge=1, le=200, description="Fused candidates the reranker scores.")
     chunk_tokens: int = Field(
-        128, ge=16, le=2048, description="Chunk size in embedding tokens (MiniLM was trained on 128)."
+        128, ge=16, le=2048, description="Chunk size in embedding tokens (MiniLM trained on 128)."
     )
-    chunk_overlap: int = Field(32, ge=0, le=1024, description="Tokens shared by neighbouring chunks.")
+    chunk_overlap: int = Field(
+        32, ge=0, le=1024, description="Tokens shared by neighbouring chunks."
+    )
     index_type: Literal["flat", "hnsw"] = Field("flat", description="FAISS index: exact or HNSW.")
-    index_titles: bool = Field(
-        False, description="Prefix each chunk's title to the text that is embedded and BM25-indexed."
+    index_headings: bool = Field(
+        True, description="Prefix a Markdown section's heading to its chunks' indexed text."
     )
     max_context_tokens: int = Field(1500, ge=64, description="Prompt budget for the passages.")
     prompt_version: str = Field("v1", description="Bumped when the prompt changes; scopes the cache.")

@@ -17,13 +17,14 @@ class OffsetTokenizer(Protocol):
 
 @dataclass(frozen=True)
 class Chunk:
-    """A window of one document's tokens, with the document's title."""
+    """A window of one document's tokens, with the document's title and section heading."""
 
     chunk_id: str
     source: str
     title: str
     text: str
     position: int
+    heading: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +68,7 @@ def chunk_document(
                 title=document.title,
                 text=text,
                 position=position,
+                heading=document.heading,
             )
         )
     return chunks

@@ -171,7 +171,7 @@ def _eval_settings(settings: PipelineSettings) -> dict[str, Any]:
         "embedding_model",
         "chunk_tokens",
         "chunk_overlap",
-        "index_titles",
+        "index_headings",
         "index_type",
         "dense_depth",
         "sparse_depth",

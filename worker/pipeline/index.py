@@ -29,9 +29,13 @@ FORMAT = 1
 EMBED_BATCH = 64
 
 
-def indexed_text(chunk: Chunk, with_title: bool) -> str:
-    """What is embedded and BM25-indexed: a title helps when the text omits the topic."""
-    return f"{chunk.title}\n{chunk.text}" if with_title else chunk.text
+def indexed_text(chunk: Chunk, with_heading: bool) -> str:
+    """What is embedded and BM25-indexed: a section heading names what its text leaves implicit.
+
+    Page and article titles are left out: shared by every chunk of a page, they do not tell
+    its chunks apart (on the SQuAD sample they lowered dense recall@1 from 0.738 to 0.710).
+    """
+    return f"{chunk.heading}\n{chunk.text}" if with_heading and chunk.heading else chunk.text
 
 
 @dataclass
@@ -83,7 +87,7 @@ def build_index(
     chunks = chunk_documents(
         documents, embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap
     )
-    texts = [indexed_text(chunk, settings.index_titles) for chunk in chunks]
+    texts = [indexed_text(chunk, settings.index_headings) for chunk in chunks]
     vectors = _embed(embedder, texts, progress)
     manifest = _manifest(settings, embedder, chunks, len(documents))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +116,7 @@ def _manifest(
     settings: PipelineSettings, embedder: Embedder, chunks: list[Chunk], n_docs: int
 ) -> dict[str, Any]:
     used = settings.model_dump(
-        include={"chunk_tokens", "chunk_overlap", "index_type", "index_titles"}
+        include={"chunk_tokens", "chunk_overlap", "index_type", "index_headings"}
     )
     digest = hashlib.sha256(json.dumps([embedder.model_id, used], sort_keys=True).encode())
     for chunk in chunks:

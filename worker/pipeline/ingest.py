@@ -23,6 +23,7 @@ class Document:
     source: str
     title: str
     text: str
+    heading: str = ""  # the section's own heading (Markdown), empty for whole pages
 
 
 def read_sources(paths: list[Path]) -> list[Document]:
@@ -90,7 +91,9 @@ def markdown_sections(name: str, raw: str) -> list[Document]:
         text = "\n".join(lines).strip()
         if text:
             title = f"{page} › {heading}" if heading else page
-            documents.append(Document(source=f"{name}#{position}", title=title, text=text))
+            documents.append(
+                Document(source=f"{name}#{position}", title=title, text=text, heading=heading)
+            )
     return documents
 
 

@@ -85,10 +85,10 @@ class Retriever:
         self.embedder = embedder
         self.settings = settings
         self.reranker = reranker
-        self._titles = bool(index.manifest.get("settings", {}).get("index_titles", False))
+        self._headings = bool(index.manifest.get("settings", {}).get("index_headings", False))
 
     def passage(self, row: int) -> str:
-        return indexed_text(self.index.chunks[row], self._titles)
+        return indexed_text(self.index.chunks[row], self._headings)
 
     def dense(self, vector: np.ndarray) -> list[tuple[int, float]]:
         return self.index.dense.search(vector, self.settings.dense_depth)

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from worker.pipeline.chunking import chunk_document, chunk_documents, chunk_id, token_windows
+from worker.pipeline.index import indexed_text
 from worker.pipeline.ingest import Document, markdown_sections
 
 from .helpers import WhitespaceTokenizer
@@ -47,6 +48,18 @@ def test_markdown_sections_take_page_and_heading_titles() -> None:
         ("Guide › Deep", "More."),
     ]
     assert len({d.source for d in docs}) == 3
+    assert [d.heading for d in docs] == ["", "Install", "Deep"]
+
+
+def test_only_a_section_heading_joins_the_indexed_text() -> None:
+    chunks = chunk_documents(
+        markdown_sections("g.md", "# Guide\n\nIntro.\n\n## Install\n\nRun make.\n"),
+        WhitespaceTokenizer(),
+        8,
+        2,
+    )
+    assert [indexed_text(c, with_heading=True) for c in chunks] == ["Intro.", "Install\nRun make."]
+    assert [indexed_text(c, with_heading=False) for c in chunks] == ["Intro.", "Run make."]
 
 
 def test_untitled_markdown_is_named_after_its_file(tmp_path: Path) -> None:
