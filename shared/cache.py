@@ -43,6 +43,9 @@ HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 64
 HNSW_EF_CONSTRUCTION = 80
 SYNC_BATCH = 2000
+MAX_TOMBSTONES_SKIPPED = 64  # extra neighbours asked for, to step over removed entries
+REBUILD_MIN_TOMBSTONES = 64
+REBUILD_FRACTION = 4  # rebuild an index once a quarter of it is tombstones
 STATS_FIELDS = ("hits_exact", "hits_semantic", "misses")
 
 
@@ -122,39 +125,51 @@ def decode_vector(text: str) -> np.ndarray:
 
 
 class _ScopeIndex:
-    """HNSW over one scope's embeddings; removals are tombstones, rebuilt away when many."""
+    """HNSW over one scope's embeddings in insertion order. Removals (found gone from Redis,
+    or older than the TTL) are tombstones; a rebuild drops them once they are many."""
 
     def __init__(self, dim: int) -> None:
-        self._dim = dim
-        self._reset()
-
-    def _reset(self) -> None:
-        self.index = faiss.IndexHNSWFlat(self._dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        self.dim = dim
+        self.index = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
         self.index.hnsw.efSearch = HNSW_EF_SEARCH
         self.index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         self.ids: list[str] = []
         self.questions: list[str] = []
         self.vectors: list[np.ndarray] = []
+        self.created: list[float] = []
         self.dead: set[int] = set()
+        self._unexpired = 0  # positions before this one are older than the TTL
 
     @property
     def live(self) -> int:
         return len(self.ids) - len(self.dead)
 
-    def add(self, entries: list[tuple[str, str, np.ndarray]]) -> None:
+    @property
+    def needs_rebuild(self) -> bool:
+        return len(self.dead) > max(REBUILD_MIN_TOMBSTONES, len(self.ids) // REBUILD_FRACTION)
+
+    def add(self, entries: list[IndexEntry]) -> None:
         if not entries:
             return
-        matrix = np.stack([vector for _, _, vector in entries]).astype(np.float32)
-        self.index.add(matrix)
-        for entry_id, question, vector in entries:
-            self.ids.append(entry_id)
-            self.questions.append(question)
-            self.vectors.append(vector)
+        self.index.add(np.stack([entry.vector for entry in entries]).astype(np.float32))
+        for entry in entries:
+            self.ids.append(entry.entry_id)
+            self.questions.append(entry.question)
+            self.vectors.append(entry.vector)
+            self.created.append(entry.created)
+
+    def entries(self, start: int = 0) -> list[IndexEntry]:
+        """The live entries from position `start` on."""
+        return [
+            IndexEntry(self.ids[i], self.questions[i], self.vectors[i], self.created[i])
+            for i in range(start, len(self.ids))
+            if i not in self.dead
+        ]
 
     def search(self, vector: np.ndarray, count: int) -> Iterator[tuple[int, float]]:
         if not self.ids:
             return
-        wanted = min(len(self.ids), count + len(self.dead))
+        wanted = min(len(self.ids), count + min(len(self.dead), MAX_TOMBSTONES_SKIPPED))
         scores, positions = self.index.search(vector.reshape(1, -1).astype(np.float32), wanted)
         found = 0
         for position, score in zip(positions[0], scores[0], strict=True):
@@ -162,19 +177,28 @@ class _ScopeIndex:
                 found += 1
                 yield int(position), float(score)
 
-    def drop(self, position: int) -> None:
+    def drop(self, position: int) -> str:
         self.dead.add(position)
-        if len(self.dead) > max(64, len(self.ids) // 2):
-            self._compact()
+        return self.ids[position]
 
-    def _compact(self) -> None:
-        kept = [
-            (self.ids[i], self.questions[i], self.vectors[i])
-            for i in range(len(self.ids))
-            if i not in self.dead
-        ]
-        self._reset()
-        self.add(kept)
+    def expire(self, before: float) -> list[str]:
+        """Tombstone the entries created before `before` (epoch seconds); their ids."""
+        gone = []
+        while self._unexpired < len(self.ids) and self.created[self._unexpired] < before:
+            if self._unexpired not in self.dead:
+                gone.append(self.drop(self._unexpired))
+            self._unexpired += 1
+        return gone
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """What the in-process index keeps of a cache entry."""
+
+    entry_id: str
+    question: str
+    vector: np.ndarray
+    created: float
 
 
 def build_verifier(settings: CacheSettings, embedder: EmbedderLike) -> Verifier | None:
@@ -220,6 +244,7 @@ class SemanticCache:
         elif embedder is not None:
             self.verifier = build_verifier(settings, embedder)
         self._indexes: dict[str, _ScopeIndex] = {}
+        self._rebuilding: set[str] = set()
         self._known: set[str] = set()
         self._last_id = "0-0"
         self._last_sync = 0.0
@@ -331,7 +356,7 @@ class SemanticCache:
             if entry is False:
                 return CacheLookup(hit=False, embedding=vector, rejected=rejected)
             if not entry:
-                self._drop(scope, position)
+                self._drop(scope, position, entry_id)
                 continue
             return CacheLookup(
                 hit=True,
@@ -361,12 +386,39 @@ class SemanticCache:
     def _read(self, entry_id: str) -> dict[str, str]:
         return self.redis.hgetall(keys.cache_entry(entry_id))
 
-    def _drop(self, scope: Scope, position: int) -> None:
+    def _drop(self, scope: Scope, position: int, entry_id: str) -> None:
         with self._lock:
             index = self._indexes[scope.key]
-            self._known.discard(index.ids[position])
-            index.drop(position)
+            if position >= len(index.ids) or index.ids[position] != entry_id:
+                return  # rebuilt meanwhile: the next lookup that meets the entry drops it
+            self._known.discard(index.drop(position))
+            rebuild = index.needs_rebuild
         CACHE_SIZE.set(self.size())
+        if rebuild:
+            self._rebuild_in_background(scope.key)
+
+    def _rebuild_in_background(self, scope_key: str) -> None:
+        with self._lock:
+            if scope_key in self._rebuilding:
+                return
+            self._rebuilding.add(scope_key)
+        threading.Thread(target=self._rebuild, args=(scope_key,), daemon=True).start()
+
+    def _rebuild(self, scope_key: str) -> None:
+        """A new index of the live entries, built without holding the lock, then swapped in."""
+        try:
+            with self._lock:
+                old = self._indexes[scope_key]
+                upto = len(old.ids)
+                kept = old.entries()
+            fresh = _ScopeIndex(old.dim)
+            fresh.add(kept)
+            with self._lock:
+                fresh.add(old.entries(upto))  # entries the sync added meanwhile
+                self._indexes[scope_key] = fresh
+        finally:
+            with self._lock:
+                self._rebuilding.discard(scope_key)
 
     # --- writing and syncing ---------------------------------------------------------------
     def _write(
@@ -417,27 +469,34 @@ class SemanticCache:
                 if not messages:
                     break
                 self._last_id = messages[-1][0]
-                self._index_entries([fields for _, fields in messages])
+                self._index_entries(messages)
                 if len(messages) < SYNC_BATCH:
                     break
             self._last_sync = time.monotonic()
+            expired_before = time.time() - self.settings.ttl_seconds
+            for index in self._indexes.values():
+                self._known.difference_update(index.expire(expired_before))
         CACHE_SIZE.set(self.size())
 
-    def _index_entries(self, logged: list[dict[str, str]]) -> None:
-        fresh = [item for item in logged if item.get("id") and item["id"] not in self._known]
+    def _index_entries(self, messages: list[tuple[str, dict[str, str]]]) -> None:
+        """Add logged entries still in Redis; a stream id starts with its creation time in ms."""
+        fresh = [
+            (float(stream_id.split("-")[0]) / 1000, fields)
+            for stream_id, fields in messages
+            if fields.get("id") and fields["id"] not in self._known
+        ]
         pipe = self.redis.pipeline(transaction=False)
-        for item in fresh:
-            pipe.hmget(keys.cache_entry(item["id"]), "question", "embedding")
-        by_scope: dict[str, list[tuple[str, str, np.ndarray]]] = {}
-        for item, (question, embedding) in zip(fresh, pipe.execute(), strict=True):
+        for _, fields in fresh:
+            pipe.hmget(keys.cache_entry(fields["id"]), "question", "embedding")
+        by_scope: dict[str, list[IndexEntry]] = {}
+        for (created, fields), (question, embedding) in zip(fresh, pipe.execute(), strict=True):
             if question is None or embedding is None:
                 continue
-            self._known.add(item["id"])
-            by_scope.setdefault(item["scope"], []).append(
-                (item["id"], question, decode_vector(embedding))
-            )
+            self._known.add(fields["id"])
+            entry = IndexEntry(fields["id"], question, decode_vector(embedding), created)
+            by_scope.setdefault(fields["scope"], []).append(entry)
         for scope_key, entries in by_scope.items():
-            dim = len(entries[0][2])
+            dim = len(entries[0].vector)
             self._indexes.setdefault(scope_key, _ScopeIndex(dim)).add(entries)
 
     # --- bookkeeping -----------------------------------------------------------------------

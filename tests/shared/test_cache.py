@@ -172,3 +172,35 @@ def test_stats_count_hits_and_misses_across_instances(
     stats = second.stats()
     assert (stats["hits_exact"], stats["misses"], stats["entries"]) == (1, 1, 1)
     assert stats["hit_rate"] == 0.5
+
+
+def test_entries_past_their_ttl_leave_the_index_without_being_looked_up(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    cache = make_cache(ttl_seconds=1)
+    cache.store(QUESTION, SCOPE, None, ANSWER)
+    cache.stats()  # syncs
+    assert cache.size() == 1
+    time.sleep(1.2)
+    cache.stats()
+    assert cache.size() == 0
+
+
+def test_index_is_rebuilt_without_tombstones_and_keeps_answering(
+    make_cache: Callable[..., SemanticCache], cache_redis: RedisServer, embedder: Embedder
+) -> None:
+    from shared import keys
+
+    cache = make_cache(verify=False, similarity_threshold=0.5)
+    questions = [f"What is the population of city number {n}?" for n in range(100)]
+    vectors = embedder.encode(questions)
+    ids = [cache.store(q, SCOPE, v, {"answer": q}) for q, v in zip(questions, vectors, strict=True)]
+    cache_redis.client().delete(*[keys.cache_entry(str(entry_id)) for entry_id in ids[:80]])
+    deadline = time.monotonic() + 20
+    while cache.size() != 20 or cache._indexes[SCOPE.key].dead:
+        assert time.monotonic() < deadline, (cache.size(), len(cache._indexes[SCOPE.key].dead))
+        for question in questions[:80]:
+            cache.lookup(question, SCOPE)
+    assert len(cache._indexes[SCOPE.key].ids) == 20  # rebuilt: the tombstones are gone
+    hit = cache.lookup(f"{questions[90]} today", SCOPE)
+    assert hit.hit and hit.path == SEMANTIC and hit.payload == {"answer": questions[90]}
