@@ -53,14 +53,14 @@ def main() -> None:
 def index_command(sources: tuple[Path, ...], out: Path | None) -> None:
     """Chunk, embed and index SOURCES (folders of .md/.txt, SQuAD .json files)."""
     from shared.embedding import Embedder
+    from worker.pipeline.generator import resolve_device
     from worker.pipeline.index import build_index
 
     settings = _pipeline_settings()
     _quiet_model_loading()
     target = out or settings.index_dir
-    manifest = build_index(
-        list(sources), target, settings, Embedder(settings.embedding_model, "cpu")
-    )
+    embedder = Embedder(settings.embedding_model, resolve_device(settings.device))
+    manifest = build_index(list(sources), target, settings, embedder)
     click.echo(
         f"indexed {manifest['chunk_count']} chunks from {manifest['document_count']} documents "
         f"into {target} (index_version {manifest['index_version']})"
