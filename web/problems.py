@@ -14,6 +14,7 @@ import redis
 from flask import Flask, Response, current_app, json
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import WebsocketMismatch
 
 from shared.errors import BrokerUnavailable, BudgetExceeded, JobNotFound, QueueFull
 from shared.metrics import ERRORS
@@ -75,6 +76,10 @@ def _http(error: HTTPException) -> Response:
     return problem(error.code or 500, error.description or "", headers=headers)
 
 
+def _websocket_only(error: WebsocketMismatch) -> Response:
+    return problem(400, "this URL speaks WebSocket only: connect with Upgrade: websocket")
+
+
 def _not_found(error: JobNotFound) -> Response:
     return problem(404, "no such job", slug="job-not-found", title="Job not found")
 
@@ -102,6 +107,7 @@ def _unexpected(error: Exception) -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http)
+    app.register_error_handler(WebsocketMismatch, _websocket_only)
     app.register_error_handler(JobNotFound, _not_found)
     app.register_error_handler(BrokerUnavailable, _broker_down)
     app.register_error_handler(redis.ConnectionError, _broker_down)

@@ -86,6 +86,7 @@ def test_batch_is_limited(make_app: Callable[..., Flask]) -> None:
 
 def test_unknown_route_and_wrong_method(client: FlaskClient) -> None:
     assert problem_of(client.get("/nowhere"), 404)["type"] == "about:blank"
+    assert "WebSocket only" in problem_of(client.get("/v1/jobs/abc/stream"), 400)["detail"]
     response = client.get("/v1/batch", headers=AUTH)
     problem_of(response, 405)
     assert "POST" in response.headers["Allow"]
