@@ -31,7 +31,9 @@ class Embedder:
         try:
             self._model = SentenceTransformer(path, device=device)
         except (OSError, ValueError) as error:
-            raise ModelError(f"cannot load embedding model {model!r} from {path!r}: {error}") from error
+            raise ModelError(
+                f"cannot load embedding model {model!r} from {path!r}: {error}"
+            ) from error
         self.model_id = model
         self.dim = int(self._model.get_embedding_dimension() or 0)
         self.tokenizer = self._model.tokenizer

@@ -1,4 +1,4 @@
-"""ragq's exception tree: raised where a problem is found, translated to HTTP only at the web edge."""
+"""ragq's exception tree: raised where a problem is found, translated to HTTP at the web edge."""
 
 
 class RagqError(Exception):

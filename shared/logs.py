@@ -12,14 +12,16 @@ from pythonjsonlogger.json import JsonFormatter
 
 from shared.settings import LogSettings
 
-_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("ragq_log_context", default={})
+_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "ragq_log_context", default=None
+)
 
 
 class _ContextFilter(logging.Filter):
     """Copies the bound request_id / job_id onto every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in _context.get().items():
+        for key, value in (_context.get() or {}).items():
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True
@@ -28,7 +30,7 @@ class _ContextFilter(logging.Filter):
 @contextmanager
 def bound(**fields: str | None) -> Iterator[None]:
     """Within this block, every log line carries `fields` (e.g. request_id, job_id)."""
-    merged = {**_context.get(), **{k: v for k, v in fields.items() if v}}
+    merged = {**(_context.get() or {}), **{k: v for k, v in fields.items() if v}}
     token = _context.set(merged)
     try:
         yield
@@ -38,7 +40,7 @@ def bound(**fields: str | None) -> Iterator[None]:
 
 def bind(**fields: str | None) -> None:
     """Bind `fields` for the rest of the current context (a request or a task)."""
-    _context.set({**_context.get(), **{k: v for k, v in fields.items() if v}})
+    _context.set({**(_context.get() or {}), **{k: v for k, v in fields.items() if v}})
 
 
 def clear() -> None:

@@ -15,7 +15,9 @@ FAST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # --- seed design names ------------------------------------------------------------------
 REQUESTS = Counter("rag_requests_total", "HTTP requests", ["method", "endpoint", "status"])
 QUERY_LATENCY = Histogram(
-    "rag_query_latency_seconds", "End-to-end query latency, submit to answer", buckets=LATENCY_BUCKETS
+    "rag_query_latency_seconds",
+    "End-to-end query latency, submit to answer",
+    buckets=LATENCY_BUCKETS,
 )
 CACHE_HITS = Counter("rag_cache_hits_total", "Semantic cache hits", ["path"])
 CACHE_MISSES = Counter("rag_cache_misses_total", "Semantic cache misses")
@@ -23,18 +25,24 @@ CACHE_SIZE = Gauge(
     "rag_cache_size", "Entries in the semantic cache", multiprocess_mode="mostrecent"
 )
 ERRORS = Counter("rag_errors_total", "Errors by type", ["type"])
-GPU_VRAM_USED = Gauge("rag_gpu_vram_used_gb", "GPU memory used by the worker, GB", multiprocess_mode="max")
+GPU_VRAM_USED = Gauge(
+    "rag_gpu_vram_used_gb", "GPU memory used by the worker, GB", multiprocess_mode="max"
+)
 BREAKER_COST = Gauge(
-    "rag_circuit_breaker_cumulative_cost_eur", "Spend in the current breaker window, EUR",
+    "rag_circuit_breaker_cumulative_cost_eur",
+    "Spend in the current breaker window, EUR",
     multiprocess_mode="mostrecent",
 )
 
 # --- job system -------------------------------------------------------------------------
 BREAKER_OPEN = Gauge(
-    "rag_circuit_breaker_open", "1 while the cost breaker refuses misses",
+    "rag_circuit_breaker_open",
+    "1 while the cost breaker refuses misses",
     multiprocess_mode="mostrecent",
 )
-BREAKER_LIMIT = Gauge("rag_circuit_breaker_limit_eur", "Breaker limit per window, EUR", multiprocess_mode="max")
+BREAKER_LIMIT = Gauge(
+    "rag_circuit_breaker_limit_eur", "Breaker limit per window, EUR", multiprocess_mode="max"
+)
 CACHE_ERRORS = Counter("rag_cache_errors_total", "Cache Redis operations that failed", ["op"])
 QUEUE_DEPTH = Gauge(
     "rag_queue_depth", "Jobs waiting in the queue", multiprocess_mode="livemostrecent"
@@ -42,14 +50,26 @@ QUEUE_DEPTH = Gauge(
 WORKERS_ONLINE = Gauge(
     "rag_workers_online", "Workers with a live heartbeat", multiprocess_mode="livemostrecent"
 )
-QUEUE_WAIT = Histogram("rag_queue_wait_seconds", "Time a job waited before running", buckets=FAST_BUCKETS + (30.0, 60.0, 300.0))
-RETRIEVAL_LATENCY = Histogram("rag_retrieval_seconds", "Dense + sparse retrieval and fusion", buckets=FAST_BUCKETS)
+QUEUE_WAIT = Histogram(
+    "rag_queue_wait_seconds",
+    "Time a job waited before running",
+    buckets=FAST_BUCKETS + (30.0, 60.0, 300.0),
+)
+RETRIEVAL_LATENCY = Histogram(
+    "rag_retrieval_seconds", "Dense + sparse retrieval and fusion", buckets=FAST_BUCKETS
+)
 RERANK_LATENCY = Histogram("rag_rerank_seconds", "Cross-encoder rerank", buckets=FAST_BUCKETS)
-GENERATION_LATENCY = Histogram("rag_generation_seconds", "Token generation", buckets=LATENCY_BUCKETS + (30.0, 60.0))
-TIME_TO_FIRST_TOKEN = Histogram("rag_time_to_first_token_seconds", "Generation start to first token", buckets=FAST_BUCKETS)
+GENERATION_LATENCY = Histogram(
+    "rag_generation_seconds", "Token generation", buckets=LATENCY_BUCKETS + (30.0, 60.0)
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "rag_time_to_first_token_seconds", "Generation start to first token", buckets=FAST_BUCKETS
+)
 TOKENS_GENERATED = Counter("rag_tokens_generated_total", "Tokens generated")
 PROMPT_TOKENS = Counter("rag_prompt_tokens_total", "Prompt tokens processed")
 JOBS_FINISHED = Counter("rag_jobs_total", "Jobs by final status", ["status"])
 JOBS_SUBMITTED = Counter("rag_jobs_submitted_total", "Jobs queued")
-WEBSOCKETS_OPEN = Gauge("rag_websockets_open", "Open WebSocket streams", multiprocess_mode="livesum")
+WEBSOCKETS_OPEN = Gauge(
+    "rag_websockets_open", "Open WebSocket streams", multiprocess_mode="livesum"
+)
 JOB_ATTEMPTS = Counter("rag_job_redeliveries_total", "Jobs run again after a worker died")

@@ -44,11 +44,17 @@ class PipelineSettings(BaseSettings):
         description="Where de-quantized GGUF weights are cached as safetensors.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where models run.")
-    load_in_4bit: bool = Field(False, description="On CUDA: load the generator in NF4 (bitsandbytes).")
-    max_new_tokens: int = Field(200, ge=1, le=4096, description="Generated tokens per answer at most.")
+    load_in_4bit: bool = Field(
+        False, description="On CUDA: load the generator in NF4 (bitsandbytes)."
+    )
+    max_new_tokens: int = Field(
+        200, ge=1, le=4096, description="Generated tokens per answer at most."
+    )
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
     top_k: int = Field(
-        3, ge=1, le=20,
+        3,
+        ge=1,
+        le=20,
         description="Passages given to the generator by default (3 suits SmolLM2-135M).",
     )
     dense_depth: int = Field(50, ge=1, le=1000, description="FAISS candidates fused by RRF.")
@@ -69,7 +75,9 @@ class PipelineSettings(BaseSettings):
         True, description="Prefix a Markdown section's heading to its chunks' indexed text."
     )
     max_context_tokens: int = Field(1500, ge=64, description="Prompt budget for the passages.")
-    prompt_version: str = Field("v1", description="Bumped when the prompt changes; scopes the cache.")
+    prompt_version: str = Field(
+        "v1", description="Bumped when the prompt changes; scopes the cache."
+    )
     backend: Literal["transformers", "fake"] = Field(
         "transformers",
         description="`fake` serves canned passages and tokens (tests of queue logic only).",
@@ -90,33 +98,47 @@ class CacheSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CACHE_", extra="ignore")
 
     enabled: bool = Field(True, description="Look up and store answers in the semantic cache.")
-    redis_url: str = Field("redis://127.0.0.1:6391/0", description="Cache Redis (never the broker).")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6391/0", description="Cache Redis (never the broker)."
+    )
     similarity_threshold: float = Field(
-        0.85, gt=0.0, le=1.0,
+        0.85,
+        gt=0.0,
+        le=1.0,
         description="Cosine needed for a semantic candidate; the verification stage then checks it "
         "(bench/results/cache_precision.md: 0.85 with verification keeps false hits at 0 %).",
     )
-    ttl_seconds: int = Field(86400, ge=1, description="Entry lifetime, absolute (not refreshed on hit).")
+    ttl_seconds: int = Field(
+        86400, ge=1, description="Entry lifetime, absolute (not refreshed on hit)."
+    )
     verify: bool = Field(True, description="Check the words that differ before a semantic hit.")
     verifier_model: str = Field(
         "", description="Duplicate-question CrossEncoder name or path; empty: the word guard only."
     )
-    sync_interval_seconds: float = Field(0.2, gt=0.0, description="How often processes pull new entries.")
+    sync_interval_seconds: float = Field(
+        0.2, gt=0.0, description="How often processes pull new entries."
+    )
     synonym_similarity: float = Field(
-        0.7, gt=0.0, le=1.0,
-        description="Word cosine at which a differing word counts as a synonym in the verification.",
+        0.7,
+        gt=0.0,
+        le=1.0,
+        description="Word cosine at which a differing word counts as a synonym.",
     )
     verifier_threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="CrossEncoder score needed for a duplicate question."
     )
     candidates: int = Field(4, ge=1, le=64, description="Nearest neighbours verified per lookup.")
     embedding_threads: int = Field(
-        1, ge=1, le=64,
+        1,
+        ge=1,
+        le=64,
         description="torch threads of a web process's query embedding; several gunicorn "
         "processes share the CPUs, and one thread each avoids oversubscription.",
     )
     socket_timeout_seconds: float = Field(
-        0.25, gt=0.0, description="Cache Redis timeout; a slow or dead cache is a miss, not a stall."
+        0.25,
+        gt=0.0,
+        description="Cache Redis timeout; a slow or dead cache is a miss, not a stall.",
     )
     max_entries: int = Field(
         1_000_000, ge=100, description="Entries the sync log keeps at most (older ones trimmed)."
@@ -149,7 +171,9 @@ class BreakerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CB_", extra="ignore")
 
-    enabled: bool = Field(True, description="Refuse new cache misses once the window's spend hits the limit.")
+    enabled: bool = Field(
+        True, description="Refuse new cache misses once the window's spend hits the limit."
+    )
     limit_eur: float = Field(10.0, gt=0.0, description="Spend allowed per window, in EUR.")
     window_seconds: int = Field(3600, ge=1, description="Length of a spending window.")
     eur_per_1k_input: float = Field(0.0005, ge=0.0, description="Price of 1,000 prompt tokens.")
@@ -164,13 +188,20 @@ class ApiSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address gunicorn binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port gunicorn binds.")
     workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
-    threads: int = Field(128, ge=1, le=2048, description="Threads per gunicorn worker (each open WebSocket holds one).")
+    threads: int = Field(
+        128,
+        ge=1,
+        le=2048,
+        description="Threads per gunicorn worker (each open WebSocket holds one).",
+    )
     max_body_bytes: int = Field(65536, ge=1024, description="Largest request body accepted.")
     batch_max: int = Field(32, ge=1, le=1000, description="Queries one batch may hold.")
     query_wait_seconds: float = Field(120.0, gt=0.0, description="How long POST /query waits.")
     prefer_wait_max_seconds: float = Field(60.0, ge=0.0, description="Cap on `Prefer: wait=N`.")
     ws_ping_seconds: float = Field(20.0, gt=0.0, description="WebSocket keep-alive ping interval.")
-    max_queue_depth: int = Field(200, ge=1, description="Queued jobs beyond which new misses get 429.")
+    max_queue_depth: int = Field(
+        200, ge=1, description="Queued jobs beyond which new misses get 429."
+    )
     page_size: int = Field(20, ge=1, le=200, description="Default page size of GET /v1/jobs.")
 
 
@@ -179,7 +210,9 @@ class BrokerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BROKER_", extra="ignore")
 
-    url: str = Field("redis://127.0.0.1:6390/0", description="Broker Redis: queue, jobs, events, breaker.")
+    url: str = Field(
+        "redis://127.0.0.1:6390/0", description="Broker Redis: queue, jobs, events, breaker."
+    )
     queue: str = Field("ragq.generate", description="Celery queue of generation tasks.")
     connect_timeout_seconds: float = Field(2.0, gt=0.0, description="Socket connect timeout.")
 
@@ -189,12 +222,18 @@ class JobSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="JOBS_", extra="ignore")
 
-    retention_seconds: int = Field(86400, ge=60, description="How long job records and streams are kept.")
-    queue_deadline_seconds: float = Field(600.0, gt=0.0, description="Queued longer than this: expired.")
+    retention_seconds: int = Field(
+        86400, ge=60, description="How long job records and streams are kept."
+    )
+    queue_deadline_seconds: float = Field(
+        600.0, gt=0.0, description="Queued longer than this: expired."
+    )
     soft_time_limit_seconds: int = Field(240, ge=1, description="Celery soft time limit of a task.")
     hard_time_limit_seconds: int = Field(300, ge=2, description="Celery hard time limit of a task.")
     max_attempts: int = Field(3, ge=1, le=20, description="Deliveries before a crashing job fails.")
-    lease_seconds: float = Field(10.0, gt=0.0, description="A running job's lease; renewed while it runs.")
+    lease_seconds: float = Field(
+        10.0, gt=0.0, description="A running job's lease; renewed while it runs."
+    )
     stream_maxlen: int = Field(10000, ge=100, description="Events kept per job stream.")
 
     @model_validator(mode="after")
@@ -214,8 +253,12 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
 
-    metrics_port: int = Field(9101, ge=0, le=65535, description="Worker /metrics port; 0 turns it off.")
-    heartbeat_seconds: float = Field(2.0, gt=0.0, description="How often the worker reports itself.")
+    metrics_port: int = Field(
+        9101, ge=0, le=65535, description="Worker /metrics port; 0 turns it off."
+    )
+    heartbeat_seconds: float = Field(
+        2.0, gt=0.0, description="How often the worker reports itself."
+    )
 
 
 class LogSettings(BaseSettings):
@@ -290,7 +333,7 @@ def load_settings(**overrides: Any) -> Settings:
             groups[name] = cls(**overrides.get(name, {}))
         except ValidationError as error:
             raise SettingsError(_describe(cls, error)) from error
-    return Settings(**groups)
+    return Settings.model_validate(groups)
 
 
 def settings_table() -> str:

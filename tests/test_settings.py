@@ -12,10 +12,17 @@ def test_defaults_serve_the_local_stack() -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("PIPELINE_TOP_K", "99"), ("CACHE_SIMILARITY_THRESHOLD", "1.5"), ("API_PORT", "port"),
-     ("CB_LIMIT_EUR", "-1"), ("PIPELINE_DEVICE", "tpu")],
+    [
+        ("PIPELINE_TOP_K", "99"),
+        ("CACHE_SIMILARITY_THRESHOLD", "1.5"),
+        ("API_PORT", "port"),
+        ("CB_LIMIT_EUR", "-1"),
+        ("PIPELINE_DEVICE", "tpu"),
+    ],
 )
-def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+def test_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings()
