@@ -42,7 +42,7 @@ JOB_EMBEDDING_FIELD = "cache_embedding"  # job hash field: the web's query embed
 HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 64
 HNSW_EF_CONSTRUCTION = 80
-SYNC_BATCH = 2000
+SYNC_BATCH = 500  # log entries per pull; a lookup pulls at most one batch itself
 MAX_TOMBSTONES_SKIPPED = 64  # extra neighbours asked for, to step over removed entries
 REBUILD_MIN_TOMBSTONES = 64
 REBUILD_FRACTION = 4  # rebuild an index once a quarter of it is tombstones
@@ -248,7 +248,8 @@ class SemanticCache:
         self._known: set[str] = set()
         self._last_id = "0-0"
         self._last_sync = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the indexes
+        self._sync_lock = threading.Lock()  # one sync at a time
 
     def _client(self, client_or_url: redis.Redis | str) -> redis.Redis:
         if not isinstance(client_or_url, str):
@@ -456,30 +457,46 @@ class SemanticCache:
         pipe.xtrim(keys.CACHE_LOG, maxlen=self.settings.max_entries, approximate=True)
 
     def _sync_if_due(self) -> bool:
-        if time.monotonic() - self._last_sync >= self.settings.sync_interval_seconds:
-            self._sync()
+        """Pull one batch when due; never waits for a sync in progress, and leaves a longer
+        backlog (a new process meeting a big cache) to a background thread."""
+        due = time.monotonic() - self._last_sync >= self.settings.sync_interval_seconds
+        if due and self._sync_lock.acquire(blocking=False):
+            try:
+                more = self._pull_batch()
+            finally:
+                self._sync_lock.release()
+            if more:
+                threading.Thread(
+                    target=self._guarded, args=("sync", self._sync, None), daemon=True
+                ).start()
         return True
 
     def _sync(self) -> None:
-        """Pull log entries added since the last sync into the per-scope indexes."""
+        """Pull every log entry added since the last sync."""
+        with self._sync_lock:
+            while self._pull_batch():
+                pass
+
+    def _pull_batch(self) -> bool:
+        """Index one batch of new log entries, expire old ones; True when more are waiting."""
+        batch = self.redis.xread({keys.CACHE_LOG: self._last_id}, count=SYNC_BATCH)
+        messages = batch[0][1] if batch else []
+        by_scope = self._fetch(messages) if messages else {}
+        expired_before = time.time() - self.settings.ttl_seconds
         with self._lock:
-            while True:
-                batch = self.redis.xread({keys.CACHE_LOG: self._last_id}, count=SYNC_BATCH)
-                messages = batch[0][1] if batch else []
-                if not messages:
-                    break
-                self._last_id = messages[-1][0]
-                self._index_entries(messages)
-                if len(messages) < SYNC_BATCH:
-                    break
-            self._last_sync = time.monotonic()
-            expired_before = time.time() - self.settings.ttl_seconds
+            for scope_key, entries in by_scope.items():
+                dim = len(entries[0].vector)
+                self._indexes.setdefault(scope_key, _ScopeIndex(dim)).add(entries)
             for index in self._indexes.values():
                 self._known.difference_update(index.expire(expired_before))
+        if messages:
+            self._last_id = messages[-1][0]
+        self._last_sync = time.monotonic()
         CACHE_SIZE.set(self.size())
+        return len(messages) == SYNC_BATCH
 
-    def _index_entries(self, messages: list[tuple[str, dict[str, str]]]) -> None:
-        """Add logged entries still in Redis; a stream id starts with its creation time in ms."""
+    def _fetch(self, messages: list[tuple[str, dict[str, str]]]) -> dict[str, list[IndexEntry]]:
+        """Logged entries still in Redis, by scope; a stream id starts with its creation time."""
         fresh = [
             (float(stream_id.split("-")[0]) / 1000, fields)
             for stream_id, fields in messages
@@ -495,9 +512,7 @@ class SemanticCache:
             self._known.add(fields["id"])
             entry = IndexEntry(fields["id"], question, decode_vector(embedding), created)
             by_scope.setdefault(fields["scope"], []).append(entry)
-        for scope_key, entries in by_scope.items():
-            dim = len(entries[0].vector)
-            self._indexes.setdefault(scope_key, _ScopeIndex(dim)).add(entries)
+        return by_scope
 
     # --- bookkeeping -----------------------------------------------------------------------
     def _count(self, result: CacheLookup) -> None:

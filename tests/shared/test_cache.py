@@ -204,3 +204,29 @@ def test_index_is_rebuilt_without_tombstones_and_keeps_answering(
     assert len(cache._indexes[SCOPE.key].ids) == 20  # rebuilt: the tombstones are gone
     hit = cache.lookup(f"{questions[90]} today", SCOPE)
     assert hit.hit and hit.path == SEMANTIC and hit.payload == {"answer": questions[90]}
+
+
+def test_a_new_process_catches_up_with_a_large_cache_in_the_background(
+    make_cache: Callable[..., SemanticCache], embedder: Embedder
+) -> None:
+    import uuid
+
+    import numpy as np
+
+    from shared.cache import SYNC_BATCH
+
+    writer = make_cache()
+    vectors = np.random.default_rng(0).standard_normal((SYNC_BATCH * 2 + 100, embedder.dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    pipe = writer.redis.pipeline(transaction=False)
+    for n, vector in enumerate(vectors.astype(np.float32)):
+        writer.queue_write(pipe, uuid.uuid4().hex, f"filler {n}", SCOPE, vector, ANSWER)
+    pipe.execute()
+    reader = make_cache()
+    reader.lookup(QUESTION, SCOPE)
+    assert reader.size() >= SYNC_BATCH  # one batch inline, the rest on a background thread
+    deadline = time.monotonic() + 30
+    while reader.size() < len(vectors):
+        assert time.monotonic() < deadline, reader.size()
+        time.sleep(0.05)
+    assert reader.size() == len(vectors)
