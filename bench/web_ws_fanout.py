@@ -47,6 +47,7 @@ class Watcher(threading.Thread):
             self.connected.set()
             while message := ws.recv():
                 self.events.append(json.loads(message))
+            ws.shutdown()  # close TCP after the closing handshake, as browsers do
         except websocket.WebSocketConnectionClosedException:
             pass
         except Exception as error:  # noqa: BLE001 - a bench reports every failure, whatever it is
@@ -83,7 +84,8 @@ def run(stack: WebStack, watchers: int, jobs: int, tokens: int) -> dict[str, Any
     return {
         "watchers": watchers, "jobs": jobs, "tokens_per_job": tokens,
         "events_per_job": statistics.median(len(events) for events in expected.values()),
-        "watchers_complete_in_order": sum(ok), "not_connected_in_time": waiting, "errors": [c.error for c in clients if c.error][:5],
+        "watchers_complete_in_order": sum(ok), "not_connected_in_time": waiting,
+        "errors": [c.error for c in clients if c.error][:5],
         "web_rss_before_mb": rss_before / 2**20, "web_rss_open_mb": rss_open / 2**20,
         "rss_per_socket_kb": (rss_open - rss_before) / watchers / 1024,
         "web_threads_before": threads_before, "web_threads_open": threads_open,
@@ -98,6 +100,7 @@ def read_all(stack: WebStack, job_id: str) -> list[dict[str, Any]]:
     events = []
     while message := ws.recv():
         events.append(json.loads(message))
+    ws.shutdown()
     return events
 
 

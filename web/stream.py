@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
 from typing import Any
 
 from flask import Blueprint, Flask, g, request
@@ -64,6 +65,8 @@ def _authorize() -> None:
 @sock.route("/v1/jobs/<job_id>/stream", bp=bp)
 def stream(ws: Server, job_id: str) -> None:
     """Relay the job's events until done/error or until the client leaves."""
+    if ws.mode == "gunicorn":
+        ws.sock = ServerOwnedSocket(ws.sock)
     WEBSOCKETS_OPEN.inc()
     try:
         relay(ws, job_id, g.after)
@@ -79,6 +82,25 @@ def stream(ws: Server, job_id: str) -> None:
         _close(ws, INTERNAL_ERROR, "internal error")
     finally:
         WEBSOCKETS_OPEN.dec()
+
+
+class ServerOwnedSocket:
+    """The connection's socket as simple-websocket's reader thread sees it: everything but close.
+
+    simple-websocket closes the socket when its reader thread ends, and gunicorn (gthread) closes
+    the same connection after the handler returns. When the reader thread wins, gunicorn's close
+    fails on the dead descriptor and its error path counts the connection closed twice, so the
+    worker's connection count, which `worker_connections` caps, drifts. gunicorn alone closes it.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def close(self) -> None:
+        """gunicorn closes the connection after the handler returns."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 def _close(ws: Server, code: int, reason: str) -> None:

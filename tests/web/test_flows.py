@@ -81,6 +81,8 @@ def read_until_closed(ws: websocket.WebSocket, limit: int | None = None) -> list
             events.append(json.loads(message))
     except websocket.WebSocketConnectionClosedException:
         pass
+    if limit is None or len(events) < limit:
+        ws.shutdown()  # the server closed: drop TCP at once, as browsers do (docs/api.md)
     return events
 
 
