@@ -104,4 +104,6 @@ def test_a_reservation_is_settled_by_the_charge_in_its_window(broker_redis: Redi
     window = breaker.window_start()
     assert breaker.check(reserve_eur=0.5) == pytest.approx(0.5)
     assert breaker.charge(0.2, reserved_eur=0.5, reserved_window=window) == pytest.approx(0.2)
-    assert breaker.charge(0.2, reserved_eur=0.5, reserved_window=window - 3600) == pytest.approx(0.4)
+    assert breaker.charge(0.2, reserved_eur=0.5, reserved_window=window - 3600) == pytest.approx(
+        0.4
+    )

@@ -3,6 +3,7 @@ caches the answer under the embedding the submitter passed along."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -36,6 +37,13 @@ class _FixedEmbedder:
         return self.encode([text])[0]
 
 
+def _wait_until_cached(cache_redis: RedisServer, entries: int = 1) -> None:
+    deadline = time.monotonic() + 10
+    while cache_redis.client().xlen(keys.CACHE_LOG) < entries:
+        assert time.monotonic() < deadline, "the answer was not cached within 10 s"
+        time.sleep(0.02)
+
+
 def test_success_charges_records_and_caches(
     broker_redis: RedisServer, cache_redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -59,6 +67,7 @@ def test_success_charges_records_and_caches(
         assert JOB_EMBEDDING_FIELD not in job
         record = store.wait_final(job["id"], 30.0)
         assert record is not None and record["status"] == "succeeded"
+        _wait_until_cached(cache_redis)  # the hook runs just after the record turns final
         spend = Breaker(broker_redis.client(), settings.breaker).state()["spend_eur"]
         assert spend == pytest.approx(record["metrics"]["cost_eur"], abs=1e-6)
         durations = broker_redis.client().lrange(keys.RECENT_DURATIONS, 0, -1)
