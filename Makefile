@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast lint run index bench clean
+.PHONY: install test test-fast lint run index bench clean readme
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -45,6 +45,9 @@ lint: install
 # Starts the whole local stack (see scripts/run.sh and Procfile); Ctrl-C stops it.
 run: install index
 	scripts/run.sh
+
+readme: install
+	$(BIN)/python scripts/update_readme.py
 
 clean:
 	rm -rf $(VENV) .run
