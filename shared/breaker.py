@@ -2,9 +2,11 @@
 
 Each window's spend is one float key (`keys.breaker_window(start)`) in the broker Redis that
 expires with its window, so a window resets on its own. Every change goes through one Lua
-script, atomic on the server: workers add what a job cost (`charge`), web processes read the
-spend before admitting a cache miss (`check`) and may reserve an estimate in the same atomic
-step, so concurrent submissions cannot all slip in under the limit at once.
+script, atomic on the server: web processes read the spend before admitting a cache miss
+(`check`) and reserve an estimate in the same atomic step, so concurrent submissions cannot all
+slip in under the limit at once. A job's reservation is settled once, by the script that moves
+the job to its final status (`SETTLE_FUNCTION`, run inside shared/jobs.py's transition): the
+job's actual cost replaces the estimate (0 for a job that failed or never ran).
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ EXPIRY_GRACE_SECONDS = 5
 RESERVED_FIELD = "breaker_reserved_eur"  # job hash fields: what the web reserved, and when
 WINDOW_FIELD = "breaker_window"
 PROMPT_OVERHEAD_TOKENS = 200  # instructions and question around the passages
+
+
+def spend_window(window_seconds: int, now: float) -> tuple[int, int]:
+    """(start of the window `now` falls in, seconds its spend key lives: to its end plus grace)."""
+    start = int(now // window_seconds) * window_seconds
+    return start, max(1, math.ceil(start + window_seconds - now)) + EXPIRY_GRACE_SECONDS
 
 
 def job_estimate_eur(pipeline: PipelineSettings, breaker: BreakerSettings) -> float:
@@ -53,6 +61,25 @@ end
 return {tostring(spend), 1}
 """
 
+# A Lua function for the scripts that end a job: settles its reservation exactly once (the
+# fields are deleted). job: the job hash; spend: the current window's key; window: its start;
+# eur: what the job cost; ttl: the spend key's lifetime. A reservation made in an earlier window
+# expired with it, so only a reservation of this window is taken back.
+SETTLE_FUNCTION = f"""
+local function settle(job, spend, window, eur, ttl)
+  local held = redis.call('HMGET', job, '{RESERVED_FIELD}', '{WINDOW_FIELD}')
+  local amount = tonumber(eur)
+  if held[1] then
+    redis.call('HDEL', job, '{RESERVED_FIELD}', '{WINDOW_FIELD}')
+    if held[2] == window then amount = amount - tonumber(held[1]) end
+  end
+  if amount ~= 0 then
+    redis.call('INCRBYFLOAT', spend, tostring(amount))
+    if redis.call('TTL', spend) < 0 then redis.call('EXPIRE', spend, ttl) end
+  end
+end
+"""
+
 
 class Breaker:
     """Spend per window against `settings.limit_eur`; see the module docstring."""
@@ -66,7 +93,7 @@ class Breaker:
     def window_start(self, now: float | None = None) -> int:
         """Start (epoch seconds) of the window `now` falls in."""
         moment = time.time() if now is None else now
-        return int(moment // self.settings.window_seconds) * self.settings.window_seconds
+        return spend_window(self.settings.window_seconds, moment)[0]
 
     def charge(
         self, eur: float, reserved_eur: float = 0.0, reserved_window: int | None = None
@@ -129,9 +156,7 @@ class Breaker:
         return self.settings.enabled and spend >= self.settings.limit_eur
 
     def _spend(self, amount: float, only_below_limit: bool) -> tuple[float, bool]:
-        now = time.time()
-        start = self.window_start(now)
-        ttl = self.retry_after(now) + EXPIRY_GRACE_SECONDS
+        start, ttl = spend_window(self.settings.window_seconds, time.time())
         args: list[str | int] = [
             repr(float(amount)),
             repr(self.settings.limit_eur),

@@ -3,7 +3,10 @@
 Every change of status is one Lua script that compares-and-sets (status, attempt), updates the
 queued/running indexes, the lease and the final-status counters, and emits the matching event
 (`status`, or `done`/`error` carrying the final record) in the same step, so a reader can never
-see a final record without its terminal event or the other way round.
+see a final record without its terminal event or the other way round. The move to a final
+status also settles the job's cost-breaker reservation (its actual cost replaces the estimate).
+A cache hit is recorded as a job that never ran: created succeeded, with its events, in one
+script (`create_answered`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 import redis
 
 from shared import events, keys, metrics
+from shared.breaker import SETTLE_FUNCTION, spend_window
 from shared.errors import BrokerUnavailable, InvalidTransition, JobNotFound
 from shared.events import REDIS_ERRORS, EventHub, EventLog, PrivateSubscription, Subscription
 from shared.settings import Settings
@@ -51,17 +55,21 @@ METRIC_FIELDS = (
     "generated_tokens", "tokens_per_s", "cost_eur", "cached", "cache_similarity",
 )
 JSON_FIELDS = ("result", "error", "metrics")
+CACHE_FIELD = "cache"  # JSON {similarity, question, path} of a job answered from the cache
 CANCEL_FIELD = "cancel"
 LEASE_SEPARATOR = "|"
 WAIT_RECHECK_SECONDS = 1.0
 CAS_RETRIES = 5
 
-_TRANSITION_SCRIPT = events.EMIT_FUNCTION + """
+# KEYS: job, events, queued, running, status counts, lease, breaker spend of this window.
+# ARGV 1-13: see _run_transition; 14-16: breaker window start, the job's cost, spend key TTL;
+# 17...: changed fields.
+_TRANSITION_SCRIPT = events.EMIT_FUNCTION + SETTLE_FUNCTION + """
 local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt')
 if not cur[1] then return -1 end
 if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return 0 end
 local to, id = ARGV[3], ARGV[4]
-if #ARGV > 13 then redis.call('HSET', KEYS[1], unpack(ARGV, 14)) end
+if #ARGV > 16 then redis.call('HSET', KEYS[1], unpack(ARGV, 17)) end
 redis.call('HSET', KEYS[1], 'status', to)
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
@@ -75,8 +83,22 @@ end
 if ARGV[12] == '1' then
   redis.call('HINCRBY', KEYS[5], to, 1)
   redis.call('EXPIRE', KEYS[1], ARGV[6])
+  settle(KEYS[1], KEYS[7], ARGV[14], ARGV[15], ARGV[16])
 end
 return emit(KEYS[1], KEYS[2], ARGV[7], ARGV[8], ARGV[9], ARGV[6])
+"""
+
+# KEYS: job, events, owner's jobs, status counts. ARGV: channel, status event, done event,
+# stream maxlen, retention, now, job id, owner index cutoff, then the record's fields.
+_ANSWERED_SCRIPT = events.EMIT_FUNCTION + """
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[8])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('HINCRBY', KEYS[4], 'succeeded', 1)
+emit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[4], ARGV[5])
+return emit(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[4], ARGV[5])
 """
 
 _FLAG_IF_RUNNING_SCRIPT = """
@@ -133,7 +155,7 @@ def _float_or_none(value: str | None) -> float | None:
 def view(raw: dict[str, str], queue_position: int | None = None) -> dict[str, Any]:
     """The record as clients see it (the owner, lease and cancel flag stay inside)."""
     parsed = {name: json.loads(raw[name]) if raw.get(name) else None for name in JSON_FIELDS}
-    return {
+    record = {
         "id": raw["id"],
         "status": raw["status"],
         "query": raw["query"],
@@ -148,6 +170,11 @@ def view(raw: dict[str, str], queue_position: int | None = None) -> dict[str, An
         "error": parsed["error"],
         "metrics": {name: None for name in METRIC_FIELDS} | (parsed["metrics"] or {}),
     }
+    if raw.get(CACHE_FIELD):
+        cache = json.loads(raw[CACHE_FIELD])
+        record.update(cached=True, similarity=cache["similarity"],
+                      cached_question=cache["question"], cache_path=cache["path"])
+    return record
 
 
 def _event_for(record: dict[str, Any], reason: str) -> tuple[str, dict[str, Any]]:
@@ -191,6 +218,7 @@ class JobStore:
         self._transition = redis_client.register_script(_TRANSITION_SCRIPT)
         self._flag = redis_client.register_script(_FLAG_IF_RUNNING_SCRIPT)
         self._renew = redis_client.register_script(_RENEW_SCRIPT)
+        self._answered = redis_client.register_script(_ANSWERED_SCRIPT)
 
     # --- clients' API -------------------------------------------------------------------
     @broker_errors
@@ -211,6 +239,33 @@ class JobStore:
             pipe.execute()
         self.events.emit(job_id, events.STATUS, status=Status.QUEUED.value, attempt=0)
         return view(raw, self.queue_position(job_id))
+
+    @broker_errors
+    def create_answered(
+        self, *, owner: str, query: str, top_k: int, request_id: str,
+        result: dict[str, Any], metrics: dict[str, Any], cache: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A job answered without running (a cache hit): recorded `succeeded` with its events
+        (status, then done) in one round trip. `cache`: similarity, question, path."""
+        job_id = str(uuid.uuid4())
+        now = time.time()
+        raw = {"id": job_id, "owner": owner, "status": Status.SUCCEEDED.value, "query": query,
+               "top_k": str(top_k), "created_at": repr(now), "started_at": repr(now),
+               "finished_at": repr(now), "attempt": "0", "request_id": request_id,
+               "result": json.dumps(result), "metrics": json.dumps(metrics),
+               CACHE_FIELD: json.dumps(cache)}
+        record = view(raw)
+        status = {"status": Status.SUCCEEDED.value, "attempt": 0, "redelivered": False}
+        retention = self.jobs.retention_seconds
+        args: list[str | int] = [
+            keys.job_channel(job_id), events.event_body(job_id, events.STATUS, status),
+            events.event_body(job_id, events.DONE, {"job": record}), self.jobs.stream_maxlen,
+            retention, repr(now), job_id, repr(now - retention),
+            *(item for pair in raw.items() for item in pair),
+        ]
+        self._answered(keys=[keys.job(job_id), keys.job_events(job_id), keys.owner_jobs(owner),
+                             keys.STATUS_COUNTS], args=args)
+        return record
 
     @broker_errors
     def get(self, job_id: str, owner: str | None = None) -> dict[str, Any]:
@@ -358,10 +413,13 @@ class JobStore:
     def cancel_requested(self, job_id: str) -> bool:
         return self.redis.hget(keys.job(job_id), CANCEL_FIELD) == "1"
 
-    def finish(self, job_id: str, status: Status, attempt: int, **fields: Any) -> dict[str, Any]:
+    def finish(
+        self, job_id: str, status: Status, attempt: int, charge_eur: float = 0.0, **fields: Any
+    ) -> dict[str, Any]:
         """running -> final for the worker holding `attempt`; JSON-encodes result/error/metrics.
 
-        `metrics` are merged into those the claim stored (queue_wait_s).
+        `metrics` are merged into those the claim stored (queue_wait_s). `charge_eur`, what the
+        job cost, settles its breaker reservation in the same step.
         """
         if fields.get("metrics") is not None:
             claimed = cast(str | None, self.redis.hget(keys.job(job_id), "metrics"))
@@ -370,7 +428,7 @@ class JobStore:
                   for name, value in fields.items() if value is not None}
         stored["finished_at"] = repr(time.time())
         return self.transition(job_id, status, stored, allowed_from=(Status.RUNNING,),
-                               expect_attempt=attempt)
+                               expect_attempt=attempt, charge_eur=charge_eur)
 
     @broker_errors
     def transition(
@@ -383,12 +441,15 @@ class JobStore:
         expect_attempt: int | None = None,
         reason: str = "",
         lease_node_name: str = "",
+        charge_eur: float = 0.0,
     ) -> dict[str, Any]:
         """Move the job to `to` if the state machine allows it from its current status.
 
         `allowed_from` narrows the allowed origins further; `expect_attempt` makes the change
         conditional on the attempt (a worker that lost its job cannot finish it). Emits the
-        transition's event atomically. InvalidTransition otherwise, JobNotFound if it is gone.
+        transition's event atomically; a final status also settles the job's breaker
+        reservation against `charge_eur` (0: released). InvalidTransition otherwise, JobNotFound
+        if it is gone.
         """
         for _ in range(CAS_RETRIES):
             raw = self._hash(job_id)
@@ -396,7 +457,7 @@ class JobStore:
                 raise JobNotFound(job_id)
             self._check_allowed(raw, to, allowed_from, expect_attempt)
             new: dict[str, str] = {**raw, **fields, "status": to.value}
-            result = self._run_transition(job_id, raw, new, reason, lease_node_name)
+            result = self._run_transition(job_id, raw, new, reason, lease_node_name, charge_eur)
             if result > 0:
                 return view(new)
             if result < 0:
@@ -474,20 +535,22 @@ class JobStore:
             raise InvalidTransition(f"job {raw['id']}: {current} -> {to} is not allowed")
 
     def _run_transition(
-        self, job_id: str, raw: dict[str, str], new: dict[str, str], reason: str, node: str
+        self, job_id: str, raw: dict[str, str], new: dict[str, str], reason: str, node: str,
+        charge_eur: float,
     ) -> int:
         to = new["status"]
         event_type, payload = _event_for(view(new), reason)
         changed = [item for name in new if new[name] != raw.get(name) and name != "status"
                    for item in (name, new[name])]
         now = time.time()
+        window, window_ttl = spend_window(self.settings.breaker.window_seconds, now)
         args = [raw["status"], raw["attempt"], to, job_id, repr(now), self.jobs.retention_seconds,
                 keys.job_channel(job_id), events.event_body(job_id, event_type, payload),
                 self.jobs.stream_maxlen, lease_value(node, int(new["attempt"])),
                 int(self.jobs.lease_seconds * 1000), "1" if to in FINAL else "0",
-                raw["created_at"], *changed]
+                raw["created_at"], str(window), repr(float(charge_eur)), window_ttl, *changed]
         key_list = [keys.job(job_id), keys.job_events(job_id), keys.QUEUED, keys.RUNNING,
-                    keys.STATUS_COUNTS, keys.job_lease(job_id)]
+                    keys.STATUS_COUNTS, keys.job_lease(job_id), keys.breaker_window(window)]
         return cast(int, self._transition(keys=key_list, args=args))
 
     def _subscribe(self, job_id: str) -> Subscription | PrivateSubscription:

@@ -1,16 +1,20 @@
-"""The cost breaker against a real broker-role redis-server, from several processes."""
+"""The cost breaker against a real broker-role redis-server, from several processes, and the
+settlement of a job's reservation by its final status."""
 
 from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
 
-from shared.breaker import CLOSED, OPEN, Breaker
-from shared.errors import BudgetExceeded
-from shared.settings import BreakerSettings
+from shared import keys
+from shared.breaker import CLOSED, OPEN, RESERVED_FIELD, WINDOW_FIELD, Breaker
+from shared.errors import BudgetExceeded, InvalidTransition
+from shared.jobs import JobStore, Status
+from shared.settings import BreakerSettings, load_settings
 from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -107,3 +111,78 @@ def test_a_reservation_is_settled_by_the_charge_in_its_window(broker_redis: Redi
     assert breaker.charge(0.2, reserved_eur=0.5, reserved_window=window - 3600) == pytest.approx(
         0.4
     )
+
+
+# --- reservations settled by a job's final status (shared/jobs.py's transition) -----------------
+RESERVED = 0.5
+
+
+def _reserved_job(server: RedisServer, **jobs: object) -> tuple[JobStore, Breaker, str]:
+    """A queued job whose estimate the breaker holds, as the web leaves it."""
+    settings = load_settings(broker={"url": server.url}, breaker={"window_seconds": 3600},
+                             jobs={"lease_seconds": 0.5, **jobs})
+    store, breaker = JobStore(server.client(), settings), Breaker(server.client(), settings.breaker)
+    window = breaker.window_start()
+    breaker.check(reserve_eur=RESERVED)
+    job = store.create(owner="alice", query="what is ragq?", top_k=3, request_id="req-1")
+    store.set_internal(job["id"], {RESERVED_FIELD: repr(RESERVED), WINDOW_FIELD: str(window)})
+    assert breaker.state()["spend_eur"] == pytest.approx(RESERVED)
+    return store, breaker, job["id"]
+
+
+def _claimed(store: JobStore, job_id: str) -> int:
+    claim = store.claim(job_id, "w1")
+    assert claim.run and claim.record is not None
+    return int(claim.record["attempt"])
+
+
+def _cancel_queued(store: JobStore, job_id: str) -> None:
+    assert store.cancel(job_id, "alice")["status"] == "cancelled"
+
+
+def _fail_running(store: JobStore, job_id: str) -> None:
+    store.finish(job_id, Status.FAILED, _claimed(store, job_id),
+                 error={"type": "RuntimeError", "message": "boom"})
+
+
+def _fail_after_worker_deaths(store: JobStore, job_id: str) -> None:
+    assert store.requeue_lost(job_id, _claimed(store, job_id))["status"] == "failed"
+
+
+@pytest.mark.parametrize("end", [_cancel_queued, _fail_running, _fail_after_worker_deaths])
+def test_a_job_that_ends_without_an_answer_releases_its_reservation(
+    broker_redis: RedisServer, end: Callable[[JobStore, str], None]
+) -> None:
+    store, breaker, job_id = _reserved_job(broker_redis, max_attempts=1)
+    end(store, job_id)
+    assert breaker.state()["spend_eur"] == pytest.approx(0.0, abs=1e-9)
+    assert broker_redis.client().hget(keys.job(job_id), RESERVED_FIELD) is None
+
+
+def test_an_expired_job_releases_its_reservation(broker_redis: RedisServer) -> None:
+    store, breaker, job_id = _reserved_job(broker_redis, queue_deadline_seconds=0.05)
+    time.sleep(0.1)
+    assert store.get(job_id)["status"] == "expired"
+    assert breaker.state()["spend_eur"] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("status", [Status.CANCELLED, Status.SUCCEEDED])
+def test_an_answered_job_is_charged_its_actual_cost_once(
+    broker_redis: RedisServer, status: Status
+) -> None:
+    store, breaker, job_id = _reserved_job(broker_redis)
+    attempt = _claimed(store, job_id)
+    store.finish(job_id, status, attempt, charge_eur=0.0123,
+                 result={"answer": "partial", "sources": []})
+    assert breaker.state()["spend_eur"] == pytest.approx(0.0123)
+    with pytest.raises(InvalidTransition):  # a final job cannot be settled again
+        store.finish(job_id, Status.FAILED, attempt, charge_eur=1.0)
+    assert breaker.state()["spend_eur"] == pytest.approx(0.0123)
+
+
+def test_a_reservation_of_an_earlier_window_is_not_taken_back(broker_redis: RedisServer) -> None:
+    store, breaker, job_id = _reserved_job(broker_redis)
+    earlier = str(breaker.window_start() - 3600)
+    broker_redis.client().hset(keys.job(job_id), WINDOW_FIELD, earlier)
+    store.finish(job_id, Status.SUCCEEDED, _claimed(store, job_id), charge_eur=0.01)
+    assert breaker.state()["spend_eur"] == pytest.approx(RESERVED + 0.01)

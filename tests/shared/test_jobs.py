@@ -263,3 +263,25 @@ def test_internal_fields_reach_the_hash_but_never_the_record(store: JobStore) ->
     assert store.redis.hget(keys.job(job["id"]), "cache_embedding") == "AAAA"
     assert "cache_embedding" not in store.get(job["id"])
     assert store.get(job["id"]) == {**job, "queue_position": 1}
+
+
+def test_a_cache_answered_job_is_a_finished_record_with_its_events(store: JobStore) -> None:
+    result = {"answer": "42", "sources": []}
+    metrics = {"cached": True, "cache_similarity": 0.93, "cost_eur": 0.0}
+    cache = {"similarity": 0.93, "question": "What is the answer?", "path": "semantic"}
+    job = store.create_answered(owner="alice", query="what's the answer?", top_k=3,
+                                request_id="req-9", result=result, metrics=metrics, cache=cache)
+    assert store.get(job["id"], owner="alice") == job
+    assert (job["status"], job["result"], job["request_id"]) == ("succeeded", result, "req-9")
+    assert (job["cached"], job["similarity"], job["cached_question"], job["cache_path"]) == (
+        True, 0.93, "What is the answer?", "semantic")
+    assert job["metrics"]["cached"] is True and job["metrics"]["cost_eur"] == 0.0
+    with pytest.raises(JobNotFound):
+        store.get(job["id"], owner="mallory")
+    assert [listed["id"] for listed in store.list_for("alice")[0]] == [job["id"]]
+    stored = replay(store.redis, job["id"])
+    assert [(event["seq"], event["type"]) for event in stored] == [(1, "status"), (2, "done")]
+    assert stored[0]["status"] == "succeeded" and stored[1]["job"] == job
+    assert store.status_counts()["succeeded"] == 1 and store.queue_depth() == 0
+    assert 0 < store.redis.ttl(keys.job(job["id"])) <= store.jobs.retention_seconds
+    assert "cached" not in new_job(store)  # only cache-answered records carry the cache fields
