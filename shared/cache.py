@@ -348,8 +348,11 @@ class SemanticCache:
         if self._guarded("sync", self._sync_if_due, False) is False:
             return CacheLookup(hit=False, embedding=vector)
         rejected: list[str] = []
-        for entry_id, question, similarity, position in self._candidates(vector, scope):
-            verdict = self._verify(query, question)
+        candidates = self._candidates(vector, scope)
+        verdicts = self._verdicts(query, [question for _, question, _, _ in candidates])
+        for (entry_id, question, similarity, position), verdict in zip(
+            candidates, verdicts, strict=True
+        ):
             if not verdict.same:
                 rejected.append(verdict.reason)
                 continue
@@ -381,8 +384,10 @@ class SemanticCache:
                 if score >= self.settings.similarity_threshold
             ]
 
-    def _verify(self, query: str, question: str) -> Verdict:
-        return Verdict(True) if self.verifier is None else self.verifier.check(query, question)
+    def _verdicts(self, query: str, questions: list[str]) -> Iterator[Verdict]:
+        if self.verifier is None:
+            return (Verdict(True) for _ in questions)
+        return self.verifier.check_many(query, questions)
 
     def _read(self, entry_id: str) -> dict[str, str]:
         return self.redis.hgetall(keys.cache_entry(entry_id))

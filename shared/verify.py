@@ -22,9 +22,11 @@ not taken from any evaluation set. Optionally a duplicate-question CrossEncoder
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -117,6 +119,8 @@ _CONTRACTIONS = (
     (re.compile(r"['’](re|ve|ll|d|m)\b", re.I), ""),
 )
 _TOKEN = re.compile(r"[A-Za-z]+(?:\.[A-Za-z])+\.?|[A-Za-z]+|\d+(?:[.,]\d+)*")
+TOKENIZED_QUESTIONS = 4096  # memoised tokenizations: a cached question is met on many lookups
+WORD_VECTORS = 50_000  # memoised word vectors per process (384 floats each for MiniLM)
 
 
 class WordSimilarity(Protocol):
@@ -149,7 +153,8 @@ class Verdict:
     reason: str = ""
 
 
-def tokenize(question: str) -> list[Token]:
+@lru_cache(maxsize=TOKENIZED_QUESTIONS)
+def tokenize(question: str) -> tuple[Token, ...]:
     """Words of a question: contractions expanded, hyphens split, abbreviations' dots removed."""
     text = question
     for pattern, replacement in _CONTRACTIONS:
@@ -161,7 +166,7 @@ def tokenize(question: str) -> list[Token]:
         capitalised = raw[:1].isupper() and (position > 0 or sum(c.isupper() for c in raw) > 1)
         acronym = len(word) >= 2 and ("." in raw or (raw.isupper() and not raw.isdigit()))
         tokens.append(Token(word, capitalised and word not in FUNCTION_WORDS, acronym))
-    return tokens
+    return tuple(tokens)
 
 
 def base_forms(word: str) -> set[str]:
@@ -349,23 +354,64 @@ def _content(tokens: Sequence[Token]) -> list[str]:
 
 
 class WordVectors:
-    """Unit vectors of single words from the sentence embedder, memoised per word."""
+    """Unit vectors of single words from the sentence embedder, memoised per word (LRU).
 
-    def __init__(self, encode: Callable[[list[str]], np.ndarray], capacity: int = 50_000) -> None:
+    Embedding is the verification's only costly step, and on a CPU one forward pass costs about
+    the same for one word as for twenty (reading the weights dominates), so callers fetch every
+    word they may need in one batch (`fetch`)."""
+
+    def __init__(
+        self, encode: Callable[[list[str]], np.ndarray], capacity: int = WORD_VECTORS
+    ) -> None:
         self._encode = encode
         self._capacity = capacity
-        self._vectors: dict[str, np.ndarray] = {}
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # request threads of one web process share it
+
+    def missing(self, words: Sequence[str]) -> list[str]:
+        """The words (deduplicated) that would have to be embedded."""
+        with self._lock:
+            return [word for word in dict.fromkeys(words) if word not in self._vectors]
+
+    def fetch(self, words: Sequence[str]) -> dict[str, np.ndarray]:
+        """Vectors of `words`: memoised ones, the others embedded in one batch and memoised."""
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for word in dict.fromkeys(words):
+                if word in self._vectors:
+                    self._vectors.move_to_end(word)
+                    found[word] = self._vectors[word]
+        missing = [word for word in dict.fromkeys(words) if word not in found]
+        if missing:
+            fresh = dict(zip(missing, self._encode(missing), strict=True))
+            found.update(fresh)
+            with self._lock:
+                self._vectors.update(fresh)
+                while len(self._vectors) > self._capacity:
+                    self._vectors.popitem(last=False)
+        return found
 
     def similarity(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
         """Cosine similarity of every word of `left` (rows) with every word of `right`."""
-        missing = [w for w in dict.fromkeys([*left, *right]) if w not in self._vectors]
-        if missing:
-            if len(self._vectors) + len(missing) > self._capacity:
-                self._vectors.clear()
-            self._vectors.update(zip(missing, self._encode(missing), strict=True))
-        lhs = np.stack([self._vectors[w] for w in left])
-        rhs = np.stack([self._vectors[w] for w in right])
+        vectors = self.fetch([*left, *right])
+        lhs = np.stack([vectors[w] for w in left])
+        rhs = np.stack([vectors[w] for w in right])
         return lhs @ rhs.T
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What the rules make of two questions: the first rule that failed ("" when none did)
+    and the differing content words left for the synonym check."""
+
+    reason: str
+    left: tuple[str, ...] = ()
+    right: tuple[str, ...] = ()
+
+    @property
+    def words_to_embed(self) -> list[str]:
+        """The words the synonym check will look up (none when one side has nothing left)."""
+        return [*self.left, *self.right] if self.left and self.right else []
 
 
 class WordGuard:
@@ -382,6 +428,31 @@ class WordGuard:
 
     def check(self, query: str, cached: str) -> Verdict:
         """Whether `query` asks what `cached` asked, judged on the words that differ."""
+        return next(self.check_many(query, [cached]))
+
+    def check_many(self, query: str, questions: Sequence[str]) -> Iterator[Verdict]:
+        """`check` against each of `questions` in order, lazily. When a candidate needs word
+        vectors not yet memoised, those of every later candidate come in the same batch."""
+        comparisons: dict[int, Comparison] = {}
+
+        def compared(index: int) -> Comparison:
+            if index not in comparisons:
+                comparisons[index] = self.compare(query, questions[index])
+            return comparisons[index]
+
+        for index in range(len(questions)):
+            current = compared(index)
+            if current.reason:
+                yield Verdict(False, current.reason)
+                continue
+            if self._vectors.missing(current.words_to_embed):
+                later = (compared(i) for i in range(index, len(questions)))
+                self._vectors.fetch([w for c in later if not c.reason for w in c.words_to_embed])
+            same = self._content_matches(current.left, current.right)
+            yield Verdict(True) if same else Verdict(False, "content")
+
+    def compare(self, query: str, cached: str) -> Comparison:
+        """Every rule but the synonym check, which needs word vectors."""
         left, right = tokenize(query), tokenize(cached)
         left_free, right_free = differing_words(left, right, self._known)
         for reason, failed in (
@@ -393,14 +464,10 @@ class WordGuard:
                 "opposite",
                 lambda: any(_opposite(a.text, b.text) for a in left_free for b in right_free),
             ),
-            (
-                "content",
-                lambda: not self._content_matches(_content(left_free), _content(right_free)),
-            ),
         ):
             if failed():
-                return Verdict(False, reason)
-        return Verdict(True)
+                return Comparison(reason)
+        return Comparison("", tuple(_content(left_free)), tuple(_content(right_free)))
 
     @staticmethod
     def _negation_differs(
@@ -417,7 +484,7 @@ class WordGuard:
             _prefix_negated(t.text, left_words) for t in right_free
         )
 
-    def _content_matches(self, left: list[str], right: list[str]) -> bool:
+    def _content_matches(self, left: Sequence[str], right: Sequence[str]) -> bool:
         """Every differing content word has a counterpart of similar meaning on the other side."""
         if not left and not right:
             return True
@@ -445,12 +512,22 @@ class Verifier:
 
     def check(self, query: str, cached: str) -> Verdict:
         """Accept `cached`'s answer for `query` only if every configured check agrees."""
-        if self._guard is not None:
-            verdict = self._guard.check(query, cached)
-            if not verdict.same:
-                return verdict
-        if self._scorer is not None:
-            score = float(np.asarray(self._scorer.predict([(query, cached)])).reshape(-1)[0])
-            if score < self._threshold:
-                return Verdict(False, f"verifier score {score:.2f}")
+        return next(self.check_many(query, [cached]))
+
+    def check_many(self, query: str, questions: Sequence[str]) -> Iterator[Verdict]:
+        """`check` against each of `questions` in order, lazily (stop at the first accepted)."""
+        guarded = (
+            self._guard.check_many(query, questions)
+            if self._guard is not None
+            else (Verdict(True) for _ in questions)
+        )
+        for question, verdict in zip(questions, guarded, strict=True):
+            yield verdict if not verdict.same else self._score(query, question)
+
+    def _score(self, query: str, cached: str) -> Verdict:
+        if self._scorer is None:
+            return Verdict(True)
+        score = float(np.asarray(self._scorer.predict([(query, cached)])).reshape(-1)[0])
+        if score < self._threshold:
+            return Verdict(False, f"verifier score {score:.2f}")
         return Verdict(True)
