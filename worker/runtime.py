@@ -26,7 +26,7 @@ from shared.pricing import cost_eur
 from shared.settings import Settings
 from shared.tasks import send_generate
 from shared.workers import publish_pipeline_info, write_heartbeat
-from worker.aftercare import AfterSuccess
+from worker.aftercare import Aftercare
 from worker.pipeline import load_pipeline
 from worker.pipeline.types import Answer, PipelineLike, SourcesItem, TokenItem
 
@@ -95,8 +95,9 @@ class Runtime:
     """What one worker process holds: settings, pipeline, broker connection, job store."""
 
     def __init__(self, settings: Settings, pipeline: PipelineLike, redis_client: redis.Redis,
-                 celery: Celery, node: str) -> None:
+                 celery: Celery, node: str, aftercare: Aftercare | None = None) -> None:
         self.settings = settings
+        self.aftercare = aftercare
         self.pipeline = pipeline
         self.redis = redis_client
         self.celery = celery
@@ -204,14 +205,18 @@ class Runtime:
         raise RuntimeError("pipeline ended without an Answer")
 
     def _succeed_or_cancel(self, record: dict[str, Any], answer: Answer) -> str:
+        """Aftercare (cache write, duration) first, then the final transition, which settles the
+        breaker with the job's cost (partial for a cancelled job) and emits `done`."""
         status = Status.CANCELLED if answer.stopped else Status.SUCCEEDED
         job_metrics = self.answer_metrics(answer)
         result = {"answer": answer.answer, "sources": [s.to_dict() for s in answer.sources]}
-        final = self.store.finish(record["id"], status, record["attempt"], result=result,
-                                  metrics=job_metrics)
+        if status == Status.SUCCEEDED and self.aftercare is not None:
+            self.aftercare(record, result)
+        self.store.finish(record["id"], status, record["attempt"],
+                          charge_eur=job_metrics["cost_eur"], result=result, metrics=job_metrics)
         observe_answer(answer, status)
-        if status == Status.SUCCEEDED:
-            after_success(final, answer)
+        log.info("job finished", extra={"status": status.value, "cost_eur": job_metrics["cost_eur"],
+                                        "generated_tokens": answer.generated_tokens})
         return status
 
     def _fail(self, record: dict[str, Any], error_type: str, message: str) -> str:
@@ -250,26 +255,17 @@ def observe_answer(answer: Answer, status: str) -> None:
     metrics.JOBS_FINISHED.labels(status=status).inc()
 
 
-def after_success(record: dict[str, Any], answer: Answer) -> None:
-    """Runs once after a job succeeded: the place for the cache write and the breaker charge."""
-    log.info("job succeeded", extra={"cost_eur": record["metrics"]["cost_eur"],
-                                     "generated_tokens": answer.generated_tokens})
-    if _after_success is not None:
-        _after_success(record)
-
-
 _runtime: Runtime | None = None
-_after_success: AfterSuccess | None = None
 
 
 def start(settings: Settings, celery: Celery, node: str) -> Runtime:
     """Build this process's runtime: load the pipeline once, start the background threads."""
-    global _runtime, _after_success
+    global _runtime
     pipeline = load_pipeline(settings.pipeline)
     client = redis.Redis.from_url(settings.broker.url, decode_responses=True,
                                   socket_connect_timeout=settings.broker.connect_timeout_seconds)
     _runtime = Runtime(settings, pipeline, client, celery, node)
-    _after_success = AfterSuccess(settings, client, _runtime.pipeline_info())
+    _runtime.aftercare = Aftercare(settings, client, _runtime.pipeline_info())
     _runtime.start_background()
     serve_metrics(settings.worker.metrics_port)
     return _runtime

@@ -1,20 +1,23 @@
-"""After a job succeeds, a real worker charges the breaker, records the job's duration and
-caches the answer under the embedding the submitter passed along."""
+"""A real worker's answered job: the answer is cached and the job's duration recorded before the
+job turns succeeded, and the final status settles the breaker reservation the web made."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from shared import keys
-from shared.breaker import Breaker
+from shared.breaker import RESERVED_FIELD, WINDOW_FIELD, Breaker
 from shared.cache import JOB_EMBEDDING_FIELD, SemanticCache, encode_vector, scope_for
+from shared.events import read_events, replay
 from shared.jobs import JobStore
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
 from shared.tasks import make_client, submit_job
 from shared.workers import pipeline_info
 from tests.support.celery import start_worker, worker_env
@@ -23,6 +26,8 @@ from tests.support.servers import RedisServer
 pytestmark = pytest.mark.integration
 
 QUESTION = "What does the fake pipeline answer?"
+RESERVED = 0.5
+WAIT = 30.0
 
 
 class _FixedEmbedder:
@@ -37,46 +42,82 @@ class _FixedEmbedder:
         return self.encode([text])[0]
 
 
-def _wait_until_cached(cache_redis: RedisServer, entries: int = 1) -> None:
-    deadline = time.monotonic() + 10
-    while cache_redis.client().xlen(keys.CACHE_LOG) < entries:
-        assert time.monotonic() < deadline, "the answer was not cached within 10 s"
-        time.sleep(0.02)
+@dataclass
+class Stack:
+    broker: RedisServer
+    cache: RedisServer
+    settings: Settings
+
+    @property
+    def store(self) -> JobStore:
+        return JobStore(self.broker.client(), self.settings)
+
+    @property
+    def breaker(self) -> Breaker:
+        return Breaker(self.broker.client(), self.settings.breaker)
+
+    def submit(self, query: str) -> str:
+        """A job submitted as the web does: its estimate reserved, the query embedding along."""
+        window = self.breaker.window_start()
+        self.breaker.check(reserve_eur=RESERVED)
+        internal = {RESERVED_FIELD: repr(RESERVED), WINDOW_FIELD: str(window),
+                    JOB_EMBEDDING_FIELD: encode_vector(np.eye(8, dtype=np.float32)[0])}
+        job = submit_job(self.store, make_client(self.settings), owner="alice", query=query,
+                         top_k=2, request_id=f"req-{uuid.uuid4().hex[:8]}", internal=internal)
+        assert JOB_EMBEDDING_FIELD not in job and RESERVED_FIELD not in job
+        return str(job["id"])
 
 
-def test_success_charges_records_and_caches(
-    broker_redis: RedisServer, cache_redis: RedisServer, tmp_path: Path
-) -> None:
-    env = worker_env(broker_redis.url, CACHE_REDIS_URL=cache_redis.url)
-    worker = start_worker(env, tmp_path, "w1").wait_ready()
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root: Path = tmp_path_factory.mktemp("aftercare")
+    broker = RedisServer(root / "broker", "--maxmemory-policy", "noeviction").start()
+    cache = RedisServer(root / "cache", "--maxmemory", "64mb",
+                        "--maxmemory-policy", "allkeys-lru").start()
+    env = worker_env(broker.url, CACHE_REDIS_URL=cache.url, PIPELINE_FAKE_TOKEN_DELAY="0.05",
+                     CB_WINDOW_SECONDS="3600")
+    worker = start_worker(env, root, "w1")
     try:
-        settings = load_settings(
-            broker={"url": broker_redis.url}, cache={"redis_url": cache_redis.url}
-        )
-        store = JobStore(broker_redis.client(), settings)
-        vector = np.eye(8, dtype=np.float32)[0]
-        job = submit_job(
-            store,
-            make_client(settings),
-            owner="alice",
-            query=QUESTION,
-            top_k=2,
-            request_id=f"req-{uuid.uuid4().hex[:8]}",
-            internal={JOB_EMBEDDING_FIELD: encode_vector(vector)},
-        )
-        assert JOB_EMBEDDING_FIELD not in job
-        record = store.wait_final(job["id"], 30.0)
-        assert record is not None and record["status"] == "succeeded"
-        _wait_until_cached(cache_redis)  # the hook runs just after the record turns final
-        spend = Breaker(broker_redis.client(), settings.breaker).state()["spend_eur"]
-        assert spend == pytest.approx(record["metrics"]["cost_eur"], abs=1e-6)
-        durations = broker_redis.client().lrange(keys.RECENT_DURATIONS, 0, -1)
-        assert len(durations) == 1 and float(durations[0]) > 0
-        scope = scope_for(pipeline_info(broker_redis.client()), 2)
-        cache = SemanticCache(settings.cache, _FixedEmbedder(), cache_redis.url, verifier=None)
-        hit = cache.lookup(QUESTION, scope)
-        assert hit.hit and hit.path == "exact"
-        assert hit.payload == record["result"]
-        assert not cache.lookup(QUESTION, scope_for(pipeline_info(broker_redis.client()), 3)).hit
+        worker.wait_ready()
+        settings = load_settings(broker={"url": broker.url}, cache={"redis_url": cache.url},
+                                 breaker={"window_seconds": 3600})
+        yield Stack(broker, cache, settings)
     finally:
         worker.stop()
+        broker.stop()
+        cache.stop()
+
+
+@pytest.mark.parametrize("question", [QUESTION, "Is the answer cached before done?",
+                                      "What does a third repeat find?"])
+def test_the_answer_is_cached_before_the_job_turns_succeeded(stack: Stack, question: str) -> None:
+    cache = SemanticCache(stack.settings.cache, _FixedEmbedder(), stack.cache.url, verifier=None)
+    scope = scope_for(pipeline_info(stack.broker.client()), 2)
+    before = stack.breaker.state()["spend_eur"]
+    job_id = stack.submit(question)
+    for event in read_events(stack.broker.client(), job_id):
+        if event["type"] == "done":
+            hit = cache.lookup(question, scope)  # the moment done arrives: no waiting
+    record = event["job"]
+    assert record["status"] == "succeeded"
+    assert hit.hit and hit.path == "exact" and hit.payload == record["result"]
+    assert not cache.lookup(question, scope_for(pipeline_info(stack.broker.client()), 3)).hit
+    durations = stack.broker.client().lrange(keys.RECENT_DURATIONS, 0, 0)
+    assert float(durations[0]) > 0
+    assert stack.breaker.state()["spend_eur"] - before == pytest.approx(
+        record["metrics"]["cost_eur"])  # the reservation replaced by the job's cost
+
+
+def test_a_cancelled_job_is_charged_its_partial_cost(stack: Stack) -> None:
+    before = stack.breaker.state()["spend_eur"]
+    job_id = stack.submit("Which question gets cancelled half way?")
+    deadline = time.monotonic() + WAIT
+    while not any(event["type"] == "token" for event in replay(stack.broker.client(), job_id)):
+        assert time.monotonic() < deadline, "no token within the wait"
+        time.sleep(0.02)
+    stack.store.cancel(job_id, "alice")
+    record = stack.store.wait_final(job_id, WAIT)
+    assert record is not None and record["status"] == "cancelled"
+    cost = record["metrics"]["cost_eur"]
+    assert 0 < record["metrics"]["generated_tokens"] < 20 and cost > 0
+    assert stack.breaker.state()["spend_eur"] - before == pytest.approx(cost)
