@@ -295,7 +295,7 @@ class SemanticCache:
         counts = self._guarded("stats", lambda: self.redis.hgetall(keys.CACHE_STATS), None)
         reachable = counts is not None
         if reachable:
-            self._guarded("sync", self._sync, None)
+            self.sync()
         values = {name: int((counts or {}).get(name, 0)) for name in STATS_FIELDS}
         hits = values["hits_exact"] + values["hits_semantic"]
         total = hits + values["misses"]
@@ -314,6 +314,11 @@ class SemanticCache:
             "hit_rate": round(hits / total, 4) if total else 0.0,
             "errors": int(errors),
         }
+
+    def sync(self) -> None:
+        """Index every entry logged since the last sync now, waiting for a sync in progress
+        (lookups never wait; stats and benches that want the whole cache indexed do)."""
+        self._guarded("sync", self._sync, None)
 
     def size(self) -> int:
         """Entries this process's index holds (expired ones leave it as lookups meet them)."""
@@ -471,9 +476,7 @@ class SemanticCache:
             finally:
                 self._sync_lock.release()
             if more:
-                threading.Thread(
-                    target=self._guarded, args=("sync", self._sync, None), daemon=True
-                ).start()
+                threading.Thread(target=self.sync, daemon=True).start()
         return True
 
     def _sync(self) -> None:
