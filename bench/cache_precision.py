@@ -5,7 +5,9 @@ redis-server of its own), looks up every `b`, and reports paraphrase-hit and fal
 for plain MiniLM cosine (nearest neighbour >= threshold) and for ragq's lookup (nearest
 neighbours >= threshold, then the verification stage) over a threshold sweep.
 
-    .venv/bin/python bench/cache_precision.py [--pairs PATH]
+    .venv/bin/python bench/cache_precision.py [--pairs PATH] [--name RESULTS_NAME]
+
+The held-out pairs: --pairs tests/shared/data/cache_pairs_extra.jsonl --name cache_precision_extra
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def ragq_hits(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=Path, default=PAIRS)
+    parser.add_argument("--name", default="cache_precision", help="bench/results/NAME.json|md")
     args = parser.parse_args()
     rows = [json.loads(line) for line in args.pairs.read_text().splitlines() if line.strip()]
     questions = sorted({row["a"] for row in rows})
@@ -108,7 +111,7 @@ def main() -> None:
                 )
         finally:
             server.stop()
-    write(table, rows, default)
+    write(table, rows, default, args.pairs, args.name)
 
 
 def best_cosine_at(table: list[dict[str, Any]], false_rate: float) -> float:
@@ -119,7 +122,13 @@ def best_cosine_at(table: list[dict[str, Any]], false_rate: float) -> float:
     return max(eligible, default=0.0)
 
 
-def write(table: list[dict[str, Any]], rows: list[dict[str, Any]], default: float) -> None:
+def write(
+    table: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    default: float,
+    pairs: Path,
+    name: str,
+) -> None:
     chosen = next(row for row in table if row["default"])
     summary = {
         "pairs": len(rows),
@@ -132,13 +141,13 @@ def write(table: list[dict[str, Any]], rows: list[dict[str, Any]], default: floa
         "target_false_hit_at_most": 0.05,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cache_precision.json").write_text(
+    (RESULTS / f"{name}.json").write_text(
         json.dumps({"summary": summary, "sweep": table}, indent=2) + "\n"
     )
     lines = [
         "# Semantic cache precision (bench/cache_precision.py)",
         "",
-        f"{summary['pairs']} labelled pairs ({summary['paraphrases']} paraphrases, {summary['near_misses']} near misses); "  # noqa: E501
+        f"`{pairs.name}`: {summary['pairs']} labelled pairs ({summary['paraphrases']} paraphrases, {summary['near_misses']} near misses); "  # noqa: E501
         "every `a` stored, every `b` looked up. A paraphrase hit counts only when it returns b's own "  # noqa: E501
         "a's answer; for a near miss any hit is a false hit.",
         "",
@@ -157,7 +166,7 @@ def write(table: list[dict[str, Any]], rows: list[dict[str, Any]], default: floa
         f"{summary['default_paraphrase_hit']:.2f}; plain cosine at a false-hit rate no higher than that hits "  # noqa: E501
         f"{summary['cosine_paraphrase_hit_at_same_false_rate']:.2f} of paraphrases (best threshold in the sweep).",  # noqa: E501
     ]
-    (RESULTS / "cache_precision.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
