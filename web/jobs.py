@@ -9,6 +9,7 @@ from flask import Response, g, jsonify, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 from flask_openapi3.types import ResponseDict
 
+from shared import logs
 from shared.tasks import submit_job
 from web.auth import issue_ticket, require_owner
 from web.bodies import check_body
@@ -86,10 +87,9 @@ def create_job(body: JobRequest, header: PreferHeader) -> Response:
     """Submit a question: 202 with the queued job, or 200 with the finished one (a cache hit,
     or a job that finished within `Prefer: wait=N`)."""
     job = submit(body.query, body.top_k)
-    if job.get("cached"):
-        return jsonify(job)  # 200: answered from the cache, nothing queued, no record to link
-    wait = prefer_wait(header.prefer)
-    status = 202
+    logs.bind(job_id=job["id"])
+    wait = 0.0 if job.get("cached") else prefer_wait(header.prefer)
+    status = 200 if job.get("cached") else 202
     if wait > 0:
         finished = resources().store.wait_final(job["id"], wait)
         if finished is not None:

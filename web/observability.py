@@ -16,6 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from shared.errors import BrokerUnavailable
 from shared.metrics import ERRORS, QUEUE_DEPTH, REQUESTS, WORKERS_ONLINE
 from shared.workers import list_workers
+from web import caching
 from web.resources import resources
 
 UNMATCHED = "<unmatched>"
@@ -29,10 +30,12 @@ def _count(response: Response) -> Response:
 
 
 def _refresh_broker_gauges() -> None:
-    """Queue depth and live workers, read from the broker each time Prometheus scrapes."""
+    """Queue depth, live workers and the breaker's spend and state (`state()` sets its gauges),
+    read from the broker each time Prometheus scrapes, so none is stale after a window resets."""
     try:
         QUEUE_DEPTH.set(resources().store.queue_depth())
         WORKERS_ONLINE.set(len(list_workers(resources().redis)))
+        caching.current().breaker.state()
     except (BrokerUnavailable, redis.RedisError):
         ERRORS.labels(type="metrics_broker").inc()
 

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Response, jsonify, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
+from shared import logs
 from shared.metrics import QUERY_LATENCY
 from web.auth import require_owner
 from web.bodies import check_body
@@ -40,6 +41,7 @@ def query(body: JobRequest) -> Response:
     """Answer in one round trip, waiting up to API_QUERY_WAIT_SECONDS; 504: the job runs on."""
     started = time.perf_counter()
     job = submit(body.query, body.top_k)
+    logs.bind(job_id=job["id"])
     finished = job if job.get("cached") else resources().store.wait_final(
         job["id"], settings().api.query_wait_seconds)
     if finished is None:

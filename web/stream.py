@@ -25,6 +25,7 @@ from flask_sock import Sock
 from simple_websocket import ConnectionClosed, Server
 from werkzeug.exceptions import BadRequest
 
+from shared import logs
 from shared.errors import BrokerUnavailable, JobNotFound
 from shared.events import read_events
 from shared.metrics import ERRORS, WEBSOCKETS_OPEN
@@ -59,6 +60,7 @@ def _authorize() -> None:
     g.owner = websocket_owner(settings().auth, found.redis)
     job_id = str((request.view_args or {}).get("job_id", ""))
     found.store.get(job_id, owner=g.owner)
+    logs.bind(job_id=job_id)
     g.after = parse_after(request.args.get("after"))
 
 
@@ -69,7 +71,8 @@ def stream(ws: Server, job_id: str) -> None:
         ws.sock = ServerOwnedSocket(ws.sock)
     WEBSOCKETS_OPEN.inc()
     try:
-        relay(ws, job_id, g.after)
+        sent = relay(ws, job_id, g.after)
+        log.info("stream ended", extra={"after": g.after, "events_sent": sent})
     except BrokerUnavailable as error:
         log.warning("websocket relay lost the broker: %s", error)
         ERRORS.labels(type="websocket-broker").inc()
@@ -109,19 +112,23 @@ def _close(ws: Server, code: int, reason: str) -> None:
             ws.close(code, reason)
 
 
-def relay(ws: Server, job_id: str, after: int) -> None:
-    """Send the job's events after `after`; return when the stream ends or the client leaves."""
+def relay(ws: Server, job_id: str, after: int) -> int:
+    """Send the job's events after `after` until the stream ends or the client leaves; returns
+    how many were sent."""
     found = resources()
     events = read_events(found.redis, job_id, after, found.hub, ping=lambda: _still_open(ws),
                          ping_interval=LIVENESS_CHECK_SECONDS)
+    sent = 0
     try:
         for event in events:
             ws.send(_encode(event))
+            sent += 1
         ws.close(NORMAL_CLOSURE, "job finished")
     except (ConnectionClosed, OSError):
-        return  # the client left (or its connection broke): nothing to send it
+        pass  # the client left (or its connection broke): nothing to send it
     finally:
         events.close()  # drops the hub subscription at once
+    return sent
 
 
 def _still_open(ws: Server) -> None:
