@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def embedder() -> Embedder:
 def make_cache(
     cache_redis: RedisServer, embedder: Embedder
 ) -> Iterator[Callable[..., SemanticCache]]:
-    def make(**overrides: object) -> SemanticCache:
+    def make(**overrides: Any) -> SemanticCache:
         settings = CacheSettings(redis_url=cache_redis.url, sync_interval_seconds=0.05, **overrides)
         return SemanticCache(settings, embedder, cache_redis.url)
 

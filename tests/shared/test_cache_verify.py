@@ -97,8 +97,8 @@ def _tiny_cross_encoder(path: Path) -> Path:
         num_hidden_layers=1,
         num_attention_heads=2,
         intermediate_size=32,
-        num_labels=1,
     )
+    config.num_labels = 1  # one relevance score (a keyword the config's type stubs lack)
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -129,3 +129,46 @@ def test_cross_encoder_verifier_loads_and_gates(tmp_path: Path) -> None:
 
 def test_no_checks_configured_means_no_verifier() -> None:
     assert build_verifier(CacheSettings(verify=False), _NoEmbedder()) is None
+
+
+class _CountingEncoder:
+    """Hash vectors, recording each batch the guard asks for."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def __call__(self, words: list[str]) -> np.ndarray:
+        self.batches.append(list(words))
+        return np.stack([_vector(w) for w in words])
+
+
+def test_word_vectors_of_every_candidate_come_in_one_batch() -> None:
+    encoder = _CountingEncoder()
+    guard = WordGuard(WordVectors(encoder), str.isalpha, synonym_similarity=0.7)
+    candidates = [
+        "What is the price of a ticket?",  # needs vectors: fetches every candidate's words
+        "What is the price of a car?",
+        "What is the price of a large house?",  # passes: large is a synonym of big
+        "What is the price of a house?",  # big has no counterpart: no vectors needed
+    ]
+    verdicts = list(guard.check_many("What is the price of a big house?", candidates))
+    assert [v.reason for v in verdicts] == ["content", "content", "", "content"]
+    assert len(encoder.batches) == 1
+    assert sorted(encoder.batches[0]) == ["big", "car", "house", "large", "ticket"]
+
+
+def test_check_many_is_lazy_and_stops_before_later_embeddings() -> None:
+    encoder = _CountingEncoder()
+    guard = WordGuard(WordVectors(encoder), str.isalpha, synonym_similarity=0.7)
+    first = next(guard.check_many("Who bought the company?", ["Who bought the company?"]))
+    assert first.same and encoder.batches == []
+
+
+def test_word_vectors_keep_the_most_recently_used() -> None:
+    encoder = _CountingEncoder()
+    vectors = WordVectors(encoder, capacity=2)
+    vectors.fetch(["alpha", "beta"])
+    vectors.fetch(["alpha"])  # alpha is now the most recent
+    vectors.fetch(["gamma"])  # evicts beta
+    assert vectors.missing(["alpha", "beta", "gamma"]) == ["beta"]
+    assert encoder.batches == [["alpha", "beta"], ["gamma"]]
