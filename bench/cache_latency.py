@@ -23,12 +23,14 @@ import sys
 import tempfile
 import time
 import uuid
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
 import torch
+from sentence_transformers.util import batch_to_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -126,15 +128,47 @@ def scan_baseline(reader: SemanticCache, embedder: Embedder, queries: list[str])
     return out
 
 
-def interleaved(readers: dict[int, SemanticCache], queries: list[str]) -> dict[int, list[float]]:
-    """Each query looked up at every size in turn, so machine load hits all sizes alike."""
-    times: dict[int, list[float]] = {size: [] for size in readers}
-    for query in queries:
-        for size, reader in readers.items():
-            start = time.perf_counter()
-            reader.lookup(query, SCOPE)
-            times[size].append((time.perf_counter() - start) * 1000)
+def interleaved(
+    readers: dict[int, SemanticCache], kinds: dict[str, list[str]]
+) -> dict[str, dict[int, list[float]]]:
+    """The i-th query of every kind, each at every size, before any (i+1)-th: machine load
+    (this machine is shared) hits every size and every kind alike."""
+    times: dict[str, dict[int, list[float]]] = {
+        kind: {size: [] for size in readers} for kind in kinds
+    }
+    for queries in zip_longest(*kinds.values()):
+        for kind, query in zip(kinds, queries, strict=True):
+            if query is None:
+                continue
+            for size, reader in readers.items():
+                start = time.perf_counter()
+                reader.lookup(query, SCOPE)
+                times[kind][size].append((time.perf_counter() - start) * 1000)
     return times
+
+
+def embedding_paths_ms(embedder: Embedder, queries: list[str]) -> dict[str, float]:
+    """p50 per query of three ways to embed it, alternated: sentence-transformers' encode(),
+    its modules called on preprocess()'s features (ragq's encode_one until this bench's rerun
+    of 27 Nov, 11:20), and Embedder.encode_one's direct tokenizer + transformer + pooling."""
+    model = embedder._model  # the bench compares against the library it bypasses
+
+    def modules(query: str) -> None:
+        with torch.inference_mode():
+            model(batch_to_device(model.preprocess([query]), model.device))
+
+    ways = {
+        "sentence_transformers_encode": lambda q: model.encode([q], normalize_embeddings=True),
+        "sentence_transformers_modules": modules,
+        "direct": embedder.encode_one,
+    }
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for query in queries:
+        for name, way in ways.items():
+            start = time.perf_counter()
+            way(query)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def word_fetch_ms(embedder: Embedder, rng: np.random.Generator) -> dict[int, float]:
@@ -170,9 +204,8 @@ def measure(
     novel = novel_questions(lookups)
     paraphrases = [para for _, para in pairs][:lookups]
     exact = [stored for stored, _ in pairs][:lookups]
-    misses = interleaved(readers, novel)
-    hits = interleaved(readers, paraphrases)
-    exacts = interleaved(readers, exact)
+    times = interleaved(readers, {"miss": novel, "hit": paraphrases, "exact": exact})
+    misses, hits, exacts = times["miss"], times["hit"], times["exact"]
     rows = []
     for size, reader in readers.items():
         scan_ms = scan_baseline(reader, embedder, novel[: BASELINE_LOOKUPS.get(size, 1)])
@@ -226,15 +259,19 @@ def main() -> None:
             rows = measure(urls, embedder, args.lookups, pairs)
         finally:
             server.stop()
-    write(rows, word_fetch_ms(embedder, rng))
+    paths = embedding_paths_ms(embedder, novel_questions(args.lookups))
+    write(rows, word_fetch_ms(embedder, rng), paths)
 
 
-def write(rows: list[dict[str, Any]], word_fetch: dict[int, float]) -> None:
+def write(
+    rows: list[dict[str, Any]], word_fetch: dict[int, float], paths: dict[str, float]
+) -> None:
     first, last = rows[0], rows[-1]
     summary = {
         "ragq_miss_p50_ratio_largest_vs_smallest": last["ragq_miss_p50_ms"]
         / first["ragq_miss_p50_ms"],
         "cold_word_fetch_p50_ms": {str(size): ms for size, ms in word_fetch.items()},
+        "embedding_p50_ms": paths,
         "target_p50_ms": 12.0,
         "target_ratio": 1.5,
         "target_exact_p50_ms": 1.0,
@@ -247,7 +284,9 @@ def write(rows: list[dict[str, Any]], word_fetch: dict[int, float]) -> None:
         "# Semantic-cache lookup latency (bench/cache_latency.py)",
         "",
         "Medians over the lookups (p99 in brackets), milliseconds; one process on this machine; each size in its own "  # noqa: E501
-        "Redis db and index, lookups interleaved across sizes (machine load hits every size alike). Filler entries are "  # noqa: E501
+        "Redis db and index, lookups interleaved across sizes and kinds (the i-th miss, hit and exact lookup at every "  # noqa: E501
+        "size before any (i+1)-th: machine load hits every cell alike); every reader indexes the whole cache before "  # noqa: E501
+        "the timed lookups (index sync = first lookup + full indexing). Filler entries are "
         "random unit vectors written through a pipeline; 200 real questions with MiniLM embeddings are stored too. "  # noqa: E501
         "Miss = a new question (embedding + index search); semantic hit = a paraphrase of a stored question "  # noqa: E501
         "(embedding + search + verification + reading the entry). Seed scan = embedding + SCAN + HGET per entry + "  # noqa: E501
@@ -273,6 +312,10 @@ def write(rows: list[dict[str, Any]], word_fetch: dict[int, float]) -> None:
         "pays this once per lookup, all candidates' words in one batch): "
         + ", ".join(f"{size} word(s) {ms:.2f} ms" for size, ms in word_fetch.items())
         + " (p50).",
+        "",
+        "One query's embedding alone, p50 (ms): "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in paths.items())
+        + ".",
     ]
     (RESULTS / "cache_latency.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
