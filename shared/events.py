@@ -41,13 +41,18 @@ TERMINAL = frozenset({DONE, ERROR})
 STREAM_FIELD = "e"
 SEQ_FIELD = "last_seq"  # field of the job hash holding the last allocated seq
 
-# A Lua function, shared by every script that emits: allocates seq, XADD, EXPIRE, PUBLISH.
+# Lua functions, shared by every script that emits. append: allocates seq, XADD, EXPIRE (for
+# a job nobody can be subscribed to yet); emit: append, then PUBLISH.
 EMIT_FUNCTION = f"""
-local function emit(job, stream, channel, body, maxlen, ttl)
+local function append(job, stream, body, maxlen, ttl)
   local seq = redis.call('HINCRBY', job, '{SEQ_FIELD}', 1)
   local event = '{{"seq": ' .. seq .. ', ' .. body
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-1', '{STREAM_FIELD}', event)
   redis.call('EXPIRE', stream, ttl)
+  return seq, event
+end
+local function emit(job, stream, channel, body, maxlen, ttl)
+  local seq, event = append(job, stream, body, maxlen, ttl)
   redis.call('PUBLISH', channel, event)
   return seq
 end

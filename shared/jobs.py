@@ -88,17 +88,18 @@ end
 return emit(KEYS[1], KEYS[2], ARGV[7], ARGV[8], ARGV[9], ARGV[6])
 """
 
-# KEYS: job, events, owner's jobs, status counts. ARGV: channel, status event, done event,
-# stream maxlen, retention, now, job id, owner index cutoff, then the record's fields.
+# KEYS: job, events, owner's jobs, status counts. ARGV: status event, done event, stream
+# maxlen, retention, now, job id, owner index cutoff, then the record's fields. The events are
+# only appended: the id is new, so no reader can have subscribed yet (readers replay the stream).
 _ANSWERED_SCRIPT = events.EMIT_FUNCTION + """
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[8])
-redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[7])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
 redis.call('HINCRBY', KEYS[4], 'succeeded', 1)
-emit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[4], ARGV[5])
-return emit(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[4], ARGV[5])
+append(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[4])
+return append(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 """
 
 _FLAG_IF_RUNNING_SCRIPT = """
@@ -258,7 +259,7 @@ class JobStore:
         status = {"status": Status.SUCCEEDED.value, "attempt": 0, "redelivered": False}
         retention = self.jobs.retention_seconds
         args: list[str | int] = [
-            keys.job_channel(job_id), events.event_body(job_id, events.STATUS, status),
+            events.event_body(job_id, events.STATUS, status),
             events.event_body(job_id, events.DONE, {"job": record}), self.jobs.stream_maxlen,
             retention, repr(now), job_id, repr(now - retention),
             *(item for pair in raw.items() for item in pair),
