@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
+from prometheus_client import REGISTRY
 
 from shared import keys
 from shared.breaker import RESERVED_FIELD, WINDOW_FIELD, Breaker
@@ -21,9 +23,8 @@ from shared.settings import Settings, load_settings
 from shared.tasks import make_client, submit_job
 from shared.workers import pipeline_info
 from tests.support.celery import start_worker, worker_env
-from tests.support.servers import RedisServer
-
-pytestmark = pytest.mark.integration
+from tests.support.servers import RedisServer, free_port
+from worker.aftercare import Aftercare
 
 QUESTION = "What does the fake pipeline answer?"
 RESERVED = 0.5
@@ -88,6 +89,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         cache.stop()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("question", [QUESTION, "Is the answer cached before done?",
                                       "What does a third repeat find?"])
 def test_the_answer_is_cached_before_the_job_turns_succeeded(stack: Stack, question: str) -> None:
@@ -108,6 +110,7 @@ def test_the_answer_is_cached_before_the_job_turns_succeeded(stack: Stack, quest
         record["metrics"]["cost_eur"])  # the reservation replaced by the job's cost
 
 
+@pytest.mark.integration
 def test_a_cancelled_job_is_charged_its_partial_cost(stack: Stack) -> None:
     before = stack.breaker.state()["spend_eur"]
     job_id = stack.submit("Which question gets cancelled half way?")
@@ -121,3 +124,15 @@ def test_a_cancelled_job_is_charged_its_partial_cost(stack: Stack) -> None:
     cost = record["metrics"]["cost_eur"]
     assert 0 < record["metrics"]["generated_tokens"] < 20 and cost > 0
     assert stack.breaker.state()["spend_eur"] - before == pytest.approx(cost)
+
+
+def test_aftercare_never_raises_when_neither_redis_answers() -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    settings = load_settings(broker={"url": closed}, cache={"redis_url": closed})
+    broker = redis.Redis.from_url(closed, decode_responses=True, socket_connect_timeout=0.5)
+    aftercare = Aftercare(settings, broker, {"index_version": "i", "model_id": "m",
+                                             "prompt_version": "p"})
+    before = REGISTRY.get_sample_value("rag_errors_total", {"type": "aftercare"}) or 0.0
+    record = {"id": str(uuid.uuid4()), "started_at": time.time(), "query": QUESTION, "top_k": 2}
+    aftercare(record, {"answer": "an answer", "sources": []})  # returns: the job goes on to done
+    assert REGISTRY.get_sample_value("rag_errors_total", {"type": "aftercare"}) == before + 1
