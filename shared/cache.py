@@ -361,16 +361,16 @@ class SemanticCache:
             if not verdict.same:
                 rejected.append(verdict.reason)
                 continue
-            entry = self._guarded("lookup_semantic", partial(self._read, entry_id), False)
-            if entry is False:
+            payload = self._guarded("lookup_semantic", partial(self._read, entry_id), False)
+            if payload is False:
                 return CacheLookup(hit=False, embedding=vector, rejected=rejected)
-            if not entry:
+            if payload is None:
                 self._drop(scope, position, entry_id)
                 continue
             return CacheLookup(
                 hit=True,
                 path=SEMANTIC,
-                payload=json.loads(entry["payload"]),
+                payload=json.loads(payload),
                 similarity=similarity,
                 question=question,
                 entry_id=entry_id,
@@ -394,8 +394,11 @@ class SemanticCache:
             return (Verdict(True) for _ in questions)
         return self.verifier.check_many(query, questions)
 
-    def _read(self, entry_id: str) -> dict[str, str]:
-        return self.redis.hgetall(keys.cache_entry(entry_id))
+    def _read(self, entry_id: str) -> str | None:
+        """The entry's payload (JSON text); None when the entry is gone (expired, evicted).
+        Only the payload: the index already holds the question and the embedding."""
+        payload: str | None = self.redis.hget(keys.cache_entry(entry_id), "payload")
+        return payload
 
     def _drop(self, scope: Scope, position: int, entry_id: str) -> None:
         with self._lock:

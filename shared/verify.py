@@ -120,6 +120,7 @@ _CONTRACTIONS = (
 )
 _TOKEN = re.compile(r"[A-Za-z]+(?:\.[A-Za-z])+\.?|[A-Za-z]+|\d+(?:[.,]\d+)*")
 TOKENIZED_QUESTIONS = 4096  # memoised tokenizations: a cached question is met on many lookups
+WORD_FORMS = 16_384  # memoised stem sets
 WORD_VECTORS = 50_000  # memoised word vectors per process (384 floats each for MiniLM)
 
 
@@ -169,8 +170,10 @@ def tokenize(question: str) -> tuple[Token, ...]:
     return tuple(tokens)
 
 
-def base_forms(word: str) -> set[str]:
-    """The word and its likely stems (plural, past, gerund, comparative, adverb)."""
+@lru_cache(maxsize=WORD_FORMS)
+def base_forms(word: str) -> frozenset[str]:
+    """The word and its likely stems (plural, past, gerund, comparative, adverb); memoised:
+    aligning two questions compares every word with every other."""
     forms = {word}
     for suffix, replacement in (
         ("ies", "y"),
@@ -192,7 +195,7 @@ def base_forms(word: str) -> set[str]:
     ):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             forms.add(word[: len(word) - len(suffix)] + replacement)
-    return forms
+    return frozenset(forms)
 
 
 def _edit_distance_at_most_one(left: str, right: str) -> bool:
