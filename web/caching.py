@@ -125,6 +125,15 @@ def init_app(app: Flask, settings: Settings) -> None:
     register_stats(app, "breaker", lambda: path.breaker.state())
 
 
+def warm_up(app: Flask) -> None:
+    """Load the cache's embedding model before the first request instead of during it."""
+    path: CachePath = app.extensions[EXTENSION]
+    if path.settings.cache.enabled:
+        shared_embedder(
+            path.settings.pipeline.embedding_model, path.settings.cache.embedding_threads
+        ).encode_one("warm up")
+
+
 def current() -> CachePath:
     found: CachePath = current_app.extensions[EXTENSION]
     return found

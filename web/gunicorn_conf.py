@@ -65,3 +65,10 @@ def on_starting(server: Any) -> None:
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges (open WebSockets) from the merged view."""
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Warm each worker's cache embedder, so no request (and no latency alert) pays the load."""
+    from web.caching import warm_up
+
+    warm_up(worker.wsgi)
