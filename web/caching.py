@@ -96,12 +96,15 @@ class CachePath:
         """Reserve a job's estimated cost (BudgetExceeded if the limit was reached meanwhile) and
         submit the job with what the worker needs: the reservation to settle (its final status
         does), the query embedding to cache. A submission that fails gives the reservation back."""
+        internal: dict[str, str] = {}
+        if lookup.embedding is not None:
+            internal[JOB_EMBEDDING_FIELD] = encode_vector(lookup.embedding)
+        if not self.settings.breaker.enabled:  # check() reserves nothing: nothing to settle
+            return submit(internal)
         estimate = job_estimate_eur(self.settings.pipeline, self.settings.breaker)
         window = self.breaker.window_start()
         self.breaker.check(reserve_eur=estimate)
-        internal = {RESERVED_FIELD: repr(estimate), WINDOW_FIELD: str(window)}
-        if lookup.embedding is not None:
-            internal[JOB_EMBEDDING_FIELD] = encode_vector(lookup.embedding)
+        internal.update({RESERVED_FIELD: repr(estimate), WINDOW_FIELD: str(window)})
         try:
             return submit(internal)
         except BaseException:
