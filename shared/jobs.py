@@ -363,8 +363,14 @@ class JobStore:
     def claim(self, job_id: str, node: str) -> Claim:
         """Take the job for `node`: queued (or running under a dead worker's lease) -> running."""
         raw = self._hash(job_id)
-        if not raw or raw["status"] in FINAL:
-            return Claim("drop", view(raw) if raw else None, "missing" if not raw else "final")
+        if not raw:  # lapsed (retention) while queued: its index entries would stay for good
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(keys.QUEUED, job_id)
+                pipe.zrem(keys.RUNNING, job_id)
+                pipe.execute()
+            return Claim("drop", None, "missing")
+        if raw["status"] in FINAL:
+            return Claim("drop", view(raw), "final")
         if raw["status"] == Status.RUNNING:
             holder = cast(str | None, self.redis.get(keys.job_lease(job_id)))
             # concurrency 1: a lease held by this very node belongs to its dead child

@@ -145,6 +145,13 @@ def test_claim_past_deadline_expires_without_running(broker_redis: RedisServer) 
     assert claim.record["attempt"] == 0
 
 
+def test_a_task_for_a_job_gone_from_redis_leaves_no_queued_entry(store: JobStore) -> None:
+    job = new_job(store)
+    store.redis.delete(keys.job(job["id"]))  # its record lapsed (retention) before a worker came
+    assert store.claim(job["id"], "w1").outcome == "drop"
+    assert store.queue_depth() == 0  # admission control counts what is left here
+
+
 def test_a_redelivered_job_never_expires(broker_redis: RedisServer) -> None:
     store = make_store(broker_redis, queue_deadline_seconds=0.2)
     job = new_job(store)
