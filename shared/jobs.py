@@ -420,6 +420,7 @@ class JobStore:
     def cancel_requested(self, job_id: str) -> bool:
         return self.redis.hget(keys.job(job_id), CANCEL_FIELD) == "1"
 
+    @broker_errors
     def finish(
         self, job_id: str, status: Status, attempt: int, charge_eur: float = 0.0, **fields: Any
     ) -> dict[str, Any]:

@@ -232,6 +232,8 @@ def test_broker_down_is_broker_unavailable(broker_redis: RedisServer) -> None:
         new_job(store)
     with pytest.raises(BrokerUnavailable):
         store.get("00000000-0000-4000-8000-000000000000")
+    with pytest.raises(BrokerUnavailable):  # the worker's end of a job, metrics merged first
+        store.finish("00000000-0000-4000-8000-000000000000", Status.FAILED, 1, metrics={})
 
 
 def test_records_hold_json_fields_as_json(store: JobStore) -> None:
