@@ -62,6 +62,9 @@ class Ticker:
                 metrics.ERRORS.labels(type=f"ticker_{self._thread.name}").inc()
                 log.warning("background task failed", extra={"task": self._thread.name,
                                                              "error": str(error)})
+            except Exception:  # anything else would end the thread: no heartbeat, no reaper
+                metrics.ERRORS.labels(type=f"ticker_{self._thread.name}").inc()
+                log.exception("background task failed", extra={"task": self._thread.name})
             if self._stopped.wait(self.interval):
                 return
 

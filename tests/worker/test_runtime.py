@@ -14,7 +14,7 @@ from shared.settings import Settings, load_settings
 from shared.tasks import make_client
 from tests.support.servers import RedisServer
 from worker.pipeline.fake import FakePipeline
-from worker.runtime import Runtime
+from worker.runtime import Runtime, Ticker
 
 pytestmark = pytest.mark.integration
 
@@ -66,3 +66,21 @@ def test_the_reaper_requeues_and_resends_a_dead_workers_job(broker_redis: RedisS
     assert runtime.redis.llen(runtime.settings.broker.queue) == 1  # the task, sent again
     assert runtime.run_job(job_id) == "succeeded"
     assert runtime.store.get(job_id)["attempt"] == 2
+
+
+def test_a_ticker_survives_an_unexpected_error() -> None:
+    calls: list[float] = []
+
+    def flaky() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise ValueError("a bad device report")  # not a broker error: the thread lives on
+
+    ticker = Ticker("flaky", 0.05, flaky).start()
+    try:
+        deadline = time.monotonic() + 2.0
+        while len(calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        ticker.stop()
+    assert len(calls) >= 2
