@@ -26,6 +26,7 @@ import redis
 
 from shared import keys
 from shared.errors import BrokerUnavailable, JobNotFound
+from shared.metrics import ERRORS
 from shared.settings import JobSettings
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,9 @@ class EventHub:
                 self._listen()
             except REDIS_ERRORS + (OSError,) as error:
                 log.warning("event hub lost the broker, reconnecting", extra={"error": str(error)})
+            except Exception:  # the thread must outlive it: every socket of the process needs it
+                ERRORS.labels(type="event_hub").inc()
+                log.exception("event hub failed, reconnecting")
             self._ready.clear()
             self._mark_all_missed()
             self._stopped.wait(HUB_RETRY_SECONDS)
@@ -231,9 +235,19 @@ class EventHub:
                     self._mark_all_missed()
                     self._ready.set()
                 elif message["type"] == "pmessage":
-                    self._dispatch(json.loads(message["data"]))
+                    self._dispatch_raw(message["channel"], message["data"])
         finally:
             pubsub.close()
+
+    def _dispatch_raw(self, channel: str, data: str) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError as error:  # not ours: skip it, the thread serves every socket
+            ERRORS.labels(type="event_hub_message").inc()
+            log.warning("event hub skipped a malformed message",
+                        extra={"channel": channel, "error": str(error)})
+            return
+        self._dispatch(event)
 
     def _dispatch(self, event: dict[str, Any]) -> None:
         with self._lock:

@@ -155,3 +155,14 @@ def test_hub_reconnects_after_the_broker_restarts(broker_redis: RedisServer) -> 
         assert sub.take_missed() and not sub.take_missed()
     finally:
         hub.stop()
+
+
+def test_a_malformed_message_does_not_stop_the_hub(
+    broker_redis: RedisServer, hub: EventHub
+) -> None:
+    sub = hub.subscribe("job-y")
+    client = broker_redis.client()
+    client.publish(keys.job_channel("job-y"), "not json")
+    client.publish(keys.job_channel("job-y"), '{"seq": 1, "type": "token", "job_id": "job-y"}')
+    got = sub.get(timeout=2.0)  # delivered by the same listening thread, not a restarted one
+    assert got is not None and got["seq"] == 1
