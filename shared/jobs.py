@@ -238,7 +238,11 @@ class JobStore:
             pipe.zremrangebyscore(keys.owner_jobs(owner), "-inf", now - self.jobs.retention_seconds)
             pipe.expire(keys.owner_jobs(owner), self.jobs.retention_seconds)
             pipe.execute()
-        self.events.emit(job_id, events.STATUS, status=Status.QUEUED.value, attempt=0)
+        try:
+            self.events.emit(job_id, events.STATUS, status=Status.QUEUED.value, attempt=0)
+        except (BrokerUnavailable, JobNotFound):
+            self.discard(job_id, owner)  # no task is sent: it would stay queued for good
+            raise
         return view(raw, self.queue_position(job_id))
 
     @broker_errors

@@ -253,6 +253,19 @@ def test_submit_with_the_broker_down_is_broker_unavailable(broker_redis: RedisSe
         submit_job(store, make_client(settings), owner="o", query="q", top_k=1, request_id="r")
 
 
+def test_a_create_whose_queued_event_fails_leaves_nothing_behind(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broker_gone(*args: object, **kwargs: object) -> int:
+        raise BrokerUnavailable("cannot emit status event")
+
+    monkeypatch.setattr(store.events, "emit", broker_gone)
+    with pytest.raises(BrokerUnavailable):
+        new_job(store)
+    assert store.queue_depth() == 0  # no task was sent: nothing would ever take it off
+    assert store.list_for("alice") == ([], 0)
+
+
 def test_submit_discards_the_record_when_the_task_cannot_be_sent(
     broker_redis: RedisServer, redis_factory: Callable[..., RedisServer]
 ) -> None:
