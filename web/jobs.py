@@ -94,6 +94,8 @@ def create_job(body: JobRequest, header: PreferHeader) -> Response:
         finished = resources().store.wait_final(job["id"], wait)
         if finished is not None:
             job, status = finished, 200
+        else:  # the job as it is now (running, or further up the queue), not as submitted
+            job = resources().store.get(job["id"], owner=g.owner)
     response = jsonify(present(job))
     response.status_code = status
     response.headers["Location"] = url_for("jobs.get_job", job_id=job["id"])
