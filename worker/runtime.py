@@ -224,12 +224,13 @@ class Runtime:
 
     def _fail(self, record: dict[str, Any], error_type: str, message: str) -> str:
         metrics.ERRORS.labels(type=error_type).inc()
-        metrics.JOBS_FINISHED.labels(status=Status.FAILED).inc()
         error = {"type": error_type, "message": message}
         try:
             self.store.finish(record["id"], Status.FAILED, record["attempt"], error=error)
-        except InvalidTransition:
+        except InvalidTransition:  # the worker that has it now counts how it ends
             log.warning("job already taken by another worker; failure not recorded")
+            return "lost"
+        metrics.JOBS_FINISHED.labels(status=Status.FAILED).inc()
         return Status.FAILED
 
     def answer_metrics(self, answer: Answer) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from shared import keys
+from shared import keys, metrics
 from shared.events import replay
 from shared.jobs import JobStore
 from shared.settings import Settings, load_settings
@@ -84,3 +84,19 @@ def test_a_ticker_survives_an_unexpected_error() -> None:
     finally:
         ticker.stop()
     assert len(calls) >= 2
+
+
+def test_a_failure_of_a_job_taken_by_another_worker_is_not_counted(
+    broker_redis: RedisServer,
+) -> None:
+    first, second = make_runtime(broker_redis, "w1"), make_runtime(broker_redis, "w2")
+    job_id = new_job(first.settings, broker_redis)
+    claim = first.store.claim(job_id, "w1")
+    assert claim.run and claim.record is not None
+    first.redis.delete(keys.job_lease(job_id))  # w1 stalled past its lease; w2 takes the job
+    assert second.store.claim(job_id, "w2").run
+    failed = metrics.JOBS_FINISHED.labels(status="failed")
+    before = failed._value.get()
+    assert first._fail(claim.record, "RuntimeError", "boom") == "lost"
+    assert failed._value.get() == before  # w2 will count the job's own end
+    assert second.store.get(job_id)["status"] == "running"
