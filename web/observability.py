@@ -6,6 +6,7 @@ web/gunicorn_conf.py) makes every worker write its samples to files that /metric
 
 from __future__ import annotations
 
+import logging
 import os
 
 import redis
@@ -18,6 +19,8 @@ from shared.metrics import ERRORS, QUEUE_DEPTH, REQUESTS, WORKERS_ONLINE
 from shared.workers import list_workers
 from web import caching
 from web.resources import resources
+
+log = logging.getLogger(__name__)
 
 UNMATCHED = "<unmatched>"
 
@@ -36,8 +39,10 @@ def _refresh_broker_gauges() -> None:
         QUEUE_DEPTH.set(resources().store.queue_depth())
         WORKERS_ONLINE.set(len(list_workers(resources().redis)))
         caching.current().breaker.state()
-    except (BrokerUnavailable, redis.RedisError):
+    except (BrokerUnavailable, redis.RedisError) as error:
         ERRORS.labels(type="metrics_broker").inc()
+        log.warning("metrics scrape cannot read the broker; its gauges keep their last values",
+                    extra={"error": str(error)})
 
 
 def metrics() -> Response:

@@ -3,6 +3,7 @@ breaker's spend and state, which must not stay stale once a window resets."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -41,3 +42,15 @@ def test_breaker_gauges_follow_the_window_on_each_scrape(
     time.sleep(breaker.retry_after() + 0.1)  # the window resets; no request touches the breaker
     assert _gauge(app, "rag_circuit_breaker_cumulative_cost_eur") == 0.0
     assert _gauge(app, "rag_circuit_breaker_open") == 0.0
+
+
+def test_a_scrape_with_the_broker_down_still_answers_and_says_why(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app()  # the broker is a closed port
+    logging.getLogger().addHandler(caplog.handler)  # create_app replaced the root's handlers
+    with caplog.at_level(logging.WARNING, logger="web.observability"):
+        response = app.test_client().get("/metrics")
+    assert response.status_code == 200
+    assert any("broker" in record.getMessage() for record in caplog.records
+               if record.name == "web.observability")
