@@ -296,7 +296,13 @@ class JobStore:
         gone = [job_id for job_id, raw in zip(ids, raws, strict=True) if not raw]
         if gone:
             self.redis.zrem(index, *gone)
-        records = [view(raw, self.queue_position(raw["id"])) for raw in raws if raw]
+        records = []
+        for raw in raws:
+            if raw and raw["status"] == Status.QUEUED and self._past_deadline(raw):
+                self._try_expire(raw["id"])  # as get() does: a read expires it
+                raw = self._hash(raw["id"])
+            if raw:
+                records.append(view(raw, self.queue_position(raw["id"])))
         return records, cast(int, self.redis.zcard(index))
 
     @broker_errors

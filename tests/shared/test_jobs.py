@@ -136,6 +136,16 @@ def test_queued_job_past_its_deadline_expires_on_read(broker_redis: RedisServer)
     assert replay(store.redis, job["id"])[-1]["type"] == "error"
 
 
+def test_a_listing_expires_a_queued_job_past_its_deadline(broker_redis: RedisServer) -> None:
+    store = make_store(broker_redis, queue_deadline_seconds=0.2)
+    job = new_job(store)
+    time.sleep(0.3)
+    jobs, total = store.list_for("alice")
+    assert total == 1 and jobs[0]["status"] == "expired"  # as GET /v1/jobs/<id> says
+    assert jobs[0]["queue_position"] is None and store.queue_depth() == 0
+    assert store.get(job["id"])["status"] == "expired"
+
+
 def test_claim_past_deadline_expires_without_running(broker_redis: RedisServer) -> None:
     store = make_store(broker_redis, queue_deadline_seconds=0.2)
     job = new_job(store)
