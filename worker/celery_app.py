@@ -8,8 +8,8 @@ model's native code), and a crash in native model code kills only the child: the
 the worker lost, requeues the message (task_reject_on_worker_lost) and forks a fresh child.
 Concurrency 1 because one process owns the one GPU. The pipeline loads in
 `worker_process_init`, once per child, never at import in the parent. A child that cannot
-load it stops the whole worker (its parent gets SIGTERM) rather than take jobs it cannot run:
-queued jobs wait for healthy workers, and the supervisor restarts this one.
+load it (any exception) stops the whole worker (its parent gets SIGTERM) rather than take
+jobs it cannot run: queued jobs wait for healthy workers, and the supervisor restarts this one.
 """
 
 from __future__ import annotations
@@ -56,6 +56,11 @@ def _start_child(**_: Any) -> None:
         runtime.start(settings, app, _node["name"])
     except RagqError as error:
         log.critical("cannot load the pipeline; stopping this worker", extra={"error": str(error)})
+        os.kill(os.getppid(), signal.SIGTERM)
+        raise
+    except Exception as error:  # CUDA's RuntimeError, an OSError: restarting the child won't help
+        log.critical("cannot load the pipeline; stopping this worker", exc_info=True,
+                     extra={"error": f"{type(error).__name__}: {error}"})
         os.kill(os.getppid(), signal.SIGTERM)
         raise
 

@@ -64,3 +64,35 @@ def test_a_worker_that_cannot_load_its_pipeline_stops_and_leaves_jobs_queued(
     assert "cannot load the pipeline" in worker.log_tail(20000)
     assert "missing-index" in worker.log_tail(20000)
     assert store.get(job["id"])["status"] == "queued"
+
+
+def test_a_worker_whose_pipeline_load_raises_a_non_ragq_error_stops_too(
+    broker_redis: RedisServer, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    # A real index whose manifest lacks a field the loader reads: a KeyError, not a RagqError.
+    import json
+
+    from shared.embedding import Embedder
+    from shared.settings import PipelineSettings
+    from worker.pipeline.index import MANIFEST, build_index
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.md").write_text("# Title\n\nSome text about ragq.\n", encoding="utf-8")
+    index = tmp_path / "index"
+    build_index([corpus], index, PipelineSettings(), Embedder("minilm", "cpu"), progress=False)
+    manifest = json.loads((index / MANIFEST).read_text(encoding="utf-8"))
+    del manifest["embedding_model"]
+    (index / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+
+    settings = load_settings(broker={"url": broker_redis.url})
+    store = JobStore(broker_redis.client(), settings)
+    job = submit_job(store, make_client(settings), owner="o", query="q", top_k=1, request_id="r")
+    env = worker_env(broker_redis.url, PIPELINE_BACKEND="transformers",
+                     PIPELINE_INDEX_DIR=str(index), PIPELINE_DEVICE="cpu")
+    worker = worker_factory(env, "broken-keyerror")
+    worker.process.wait(timeout=120)
+    log_tail = worker.log_tail(20000)
+    assert "cannot load the pipeline" in log_tail
+    assert "KeyError" in log_tail and "embedding_model" in log_tail
+    assert store.get(job["id"])["status"] == "queued"
