@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -10,6 +11,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from flask_openapi3.types import ResponseDict
 
 from shared import logs
+from shared.errors import BrokerUnavailable, BudgetExceeded, JobNotFound, QueueFull
 from shared.tasks import submit_job
 from web.auth import issue_ticket, require_owner
 from web.bodies import check_body
@@ -135,8 +137,32 @@ def create_batch(body: BatchRequest) -> Response | tuple[Response, int]:
     if len(body.queries) > limit:
         too_many = f"at most {limit} queries per batch"
         return invalid_fields([{"field": "queries", "message": too_many}])
-    jobs = [present(submit(query, body.top_k)) for query in body.queries]
-    return jsonify({"jobs": jobs}), 202
+    jobs: list[dict[str, Any]] = []
+    try:
+        for query in body.queries:
+            jobs.append(submit(query, body.top_k))
+    except (QueueFull, BudgetExceeded, BrokerUnavailable) as error:
+        raise _refused_batch(error, jobs) from error
+    return jsonify({"jobs": [present(job) for job in jobs]}), 202
+
+
+def _refused_batch(
+    error: QueueFull | BudgetExceeded | BrokerUnavailable, jobs: list[dict[str, Any]]
+) -> QueueFull | BudgetExceeded | BrokerUnavailable:
+    """All or nothing: cancel the jobs this batch already queued (not the cache's answers, nor
+    an identical job of another request it attached to), then the refusal, saying so."""
+    mine = {job["id"] for job in jobs
+            if job.get("request_id") == current_request_id() and not job.get("cached")}
+    cancelled = 0
+    for job_id in sorted(mine):
+        with contextlib.suppress(BrokerUnavailable, JobNotFound):
+            resources().store.cancel(job_id, g.owner)
+            cancelled += 1
+    message = (f"{error}; the batch was refused as a whole: its {cancelled} job(s) "
+               "already queued were cancelled")
+    if isinstance(error, BrokerUnavailable):
+        return BrokerUnavailable(message)
+    return type(error)(message, error.retry_after)
 
 
 @bp.post("/ws-tickets", responses={201: Ticket})
