@@ -108,6 +108,12 @@ redis.call('HSET', KEYS[1], ARGV[1], '1')
 return 1
 """
 
+_TOUCH_IF_QUEUED_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[1], 'requeued_at', ARGV[1])
+return 1
+"""
+
 _RENEW_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -218,6 +224,7 @@ class JobStore:
         self.hub = hub
         self._transition = redis_client.register_script(_TRANSITION_SCRIPT)
         self._flag = redis_client.register_script(_FLAG_IF_RUNNING_SCRIPT)
+        self._touch_queued = redis_client.register_script(_TOUCH_IF_QUEUED_SCRIPT)
         self._renew = redis_client.register_script(_RENEW_SCRIPT)
         self._answered = redis_client.register_script(_ANSWERED_SCRIPT)
 
@@ -404,8 +411,33 @@ class JobStore:
             return self.transition(job_id, Status.FAILED,
                                    {"finished_at": repr(now), "error": json.dumps(error)},
                                    allowed_from=(Status.RUNNING,), expect_attempt=attempt)
-        return self.transition(job_id, Status.QUEUED, {}, allowed_from=(Status.RUNNING,),
-                               expect_attempt=attempt, reason="worker lost")
+        return self.transition(job_id, Status.QUEUED, {"requeued_at": repr(now)},
+                               allowed_from=(Status.RUNNING,), expect_attempt=attempt,
+                               reason="worker lost")
+
+    @broker_errors
+    def stranded_jobs(self, older_than: float, limit: int = 100) -> list[tuple[str, str]]:
+        """Requeued jobs (attempt >= 1) still queued `older_than` seconds after they were requeued
+        or last sent: (job id, request id), at most `limit`. Each one's clock starts again, so
+        the reaper sends its task again at most once per `older_than` (a send that failed after a
+        requeue leaves such a job with no task; a duplicate task is dropped by the claim)."""
+        cutoff = time.time() - older_than
+        stranded: list[tuple[str, str]] = []
+        ids = cast(list[str], self.redis.zrange(keys.QUEUED, 0, -1))
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(keys.job(job_id), "status", "attempt", "requeued_at", "request_id")
+        for job_id, raw in zip(ids, pipe.execute(), strict=True):
+            status, attempt, requeued_at, request_id = raw
+            if status != Status.QUEUED or int(attempt or 0) < 1:
+                continue
+            if float(requeued_at or 0.0) > cutoff:
+                continue
+            if self._touch_queued(keys=[keys.job(job_id)], args=[repr(time.time())]):
+                stranded.append((job_id, request_id or ""))
+            if len(stranded) >= limit:
+                break
+        return stranded
 
     @broker_errors
     def lost_jobs(self) -> list[tuple[str, int]]:

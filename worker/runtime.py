@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 LEASE_RENEWALS_PER_LEASE = 3
 REAPS_PER_LEASE = 2
+STRANDED_AFTER_LEASES = 3  # a requeued job not claimed after this many leases gets its task again
 
 
 class Ticker:
@@ -149,6 +150,12 @@ class Runtime:
                 send_generate(self.celery, job_id, record["request_id"])
             else:
                 metrics.JOBS_FINISHED.labels(status=record["status"]).inc()
+        # A requeued job whose task was never sent (the send failed) would wait forever.
+        older_than = self.settings.jobs.lease_seconds * STRANDED_AFTER_LEASES
+        for job_id, request_id in self.store.stranded_jobs(older_than):
+            log.warning("requeued job not claimed; sending its task again",
+                        extra={"job_id": job_id})
+            send_generate(self.celery, job_id, request_id)
 
     # --- one job ------------------------------------------------------------------------
     def run_job(self, job_id: str) -> str:

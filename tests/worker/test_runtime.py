@@ -14,7 +14,7 @@ from shared.settings import Settings, load_settings
 from shared.tasks import make_client
 from tests.support.servers import RedisServer
 from worker.pipeline.fake import FakePipeline
-from worker.runtime import Runtime, Ticker
+from worker.runtime import STRANDED_AFTER_LEASES, Runtime, Ticker
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +64,37 @@ def test_the_reaper_requeues_and_resends_a_dead_workers_job(broker_redis: RedisS
     record = runtime.store.get(job_id)
     assert record["status"] == "queued" and record["attempt"] == 1
     assert runtime.redis.llen(runtime.settings.broker.queue) == 1  # the task, sent again
+    assert runtime.run_job(job_id) == "succeeded"
+    assert runtime.store.get(job_id)["attempt"] == 2
+
+
+def test_a_requeued_job_whose_task_was_not_sent_gets_it_on_a_later_pass(
+    broker_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = make_runtime(broker_redis, "w1")
+    job_id = new_job(runtime.settings, broker_redis)
+    assert runtime.store.claim(job_id, "dead-worker").run
+    time.sleep(0.4)  # the dead worker's lease (0.3 s) runs out
+
+    def broker_hiccup(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("broker hiccup")
+
+    monkeypatch.setattr("worker.runtime.send_generate", broker_hiccup)
+    with pytest.raises(ConnectionError):
+        runtime.reap()
+    assert runtime.store.get(job_id)["status"] == "queued"
+    assert runtime.redis.llen(runtime.settings.broker.queue) == 0  # no task: stranded
+    monkeypatch.undo()
+    runtime.redis.delete(keys.REAPER_LOCK)
+    runtime.reap()  # too soon: a requeued job may simply be waiting its turn
+    assert runtime.redis.llen(runtime.settings.broker.queue) == 0
+    time.sleep(0.3 * STRANDED_AFTER_LEASES + 0.1)
+    runtime.redis.delete(keys.REAPER_LOCK)
+    runtime.reap()
+    assert runtime.redis.llen(runtime.settings.broker.queue) == 1  # the task, sent again
+    runtime.redis.delete(keys.REAPER_LOCK)
+    runtime.reap()  # once per period, not once per pass
+    assert runtime.redis.llen(runtime.settings.broker.queue) == 1
     assert runtime.run_job(job_id) == "succeeded"
     assert runtime.store.get(job_id)["attempt"] == 2
 
