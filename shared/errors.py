@@ -29,6 +29,11 @@ class JobNotFound(RagqError):
     """No job with this id is visible to the caller."""
 
 
+class EventsTrimmed(RagqError):
+    """A job's stream no longer holds the next event a reader needs (trimmed to
+    JOBS_STREAM_MAXLEN): the events cannot be relayed in order; the job record has the outcome."""
+
+
 class InvalidTransition(RagqError):
     """A job state change that the state machine does not allow."""
 

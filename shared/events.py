@@ -25,7 +25,7 @@ from typing import Any, cast
 import redis
 
 from shared import keys
-from shared.errors import BrokerUnavailable, JobNotFound
+from shared.errors import BrokerUnavailable, EventsTrimmed, JobNotFound
 from shared.metrics import ERRORS
 from shared.settings import JobSettings
 
@@ -279,6 +279,8 @@ def read_events(
     without an event (a WebSocket keep-alive; it may raise to end the stream); with
     `idle_timeout` the iterator ends after that many seconds without an event. Without a hub
     it opens a private subscription (a connection per reader: fine for scripts, not for web).
+    When the next event it needs was trimmed from the stream (JOBS_STREAM_MAXLEN), the
+    iterator raises EventsTrimmed after the events before the hole.
     """
     try:
         exists = redis_client.exists(keys.job(job_id), keys.job_events(job_id))
@@ -335,7 +337,12 @@ class _OrderedReader:
         """Stored events after the last one yielded (catch-up, gap fill, resync)."""
         if self.finished:
             return []
-        return self._take(replay(self.redis, self.job_id, self.last))
+        stored = replay(self.redis, self.job_id, self.last)
+        if stored and int(stored[0]["seq"]) > self.last + 1:
+            # seq and stream entry are written together, so a missing next seq was trimmed
+            raise EventsTrimmed(f"events {self.last + 1}-{int(stored[0]['seq']) - 1} of job "
+                                f"{self.job_id} were trimmed from its stream")
+        return self._take(stored)
 
     def accept(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """A live event: a duplicate gives nothing, the next one itself, a later one the gap too."""
@@ -350,7 +357,7 @@ class _OrderedReader:
         taken = []
         for event in events:
             if event["seq"] != self.last + 1:
-                break  # a hole the stream cannot fill (trimmed): stop at it rather than reorder
+                break  # never reorder (replay() raises EventsTrimmed for a hole it cannot fill)
             taken.append(event)
             self.last = event["seq"]
             if event["type"] in TERMINAL:

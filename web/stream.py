@@ -9,7 +9,8 @@ simple-websocket pings every API_WS_PING_SECONDS and drops a peer that stops ans
 relay notices a gone client within LIVENESS_CHECK_SECONDS and returns its thread and its hub
 subscription. After the upgrade no HTTP response may be written on the socket, so a failure
 while relaying closes the WebSocket with a code instead: 1013 (broker unreachable: reconnect
-later with `?after=<last seq>`), 4404 (the job vanished), 1011 (anything else).
+later with `?after=<last seq>`), 4404 (the job vanished), 4410 (the next event was trimmed from
+the job's stream: fetch the job instead), 1011 (anything else).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from simple_websocket import ConnectionClosed, Server
 from werkzeug.exceptions import BadRequest
 
 from shared import logs
-from shared.errors import BrokerUnavailable, JobNotFound
+from shared.errors import BrokerUnavailable, EventsTrimmed, JobNotFound
 from shared.events import read_events
 from shared.metrics import ERRORS, WEBSOCKETS_OPEN
 from web.auth import websocket_owner
@@ -36,6 +37,7 @@ NORMAL_CLOSURE = 1000
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 JOB_NOT_FOUND = 4404
+EVENTS_TRIMMED = 4410
 # An idle relay checks this often whether its client is still there (a flag read, no I/O);
 # the protocol-level pings that keep proxies and dead peers honest run every API_WS_PING_SECONDS.
 LIVENESS_CHECK_SECONDS = 1.0
@@ -79,6 +81,10 @@ def stream(ws: Server, job_id: str) -> None:
         _close(ws, TRY_AGAIN_LATER, "broker unavailable; reconnect with ?after=<last seq>")
     except JobNotFound:
         _close(ws, JOB_NOT_FOUND, "job not found")
+    except EventsTrimmed as error:
+        log.warning("websocket relay cannot go on: %s", error)
+        ERRORS.labels(type="websocket-trimmed").inc()
+        _close(ws, EVENTS_TRIMMED, "events trimmed; fetch the job")
     except Exception:
         log.exception("websocket relay failed")
         ERRORS.labels(type="websocket").inc()

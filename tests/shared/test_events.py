@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from shared import keys
-from shared.errors import JobNotFound
+from shared.errors import EventsTrimmed, JobNotFound
 from shared.events import EventHub, EventLog, read_events, replay
 from shared.jobs import JobStore, Status
 from shared.settings import load_settings
@@ -120,6 +120,31 @@ def test_reader_fills_a_gap_from_the_stream(store: JobStore, hub: EventHub) -> N
     assert [next(reader)["text"], next(reader)["text"]] == ["lost", "live"]
     reader.close()
     sub.close()
+
+
+def test_a_reader_behind_a_trimmed_hole_raises_instead_of_waiting(
+    store: JobStore, hub: EventHub
+) -> None:
+    job_id = new_job(store)
+    reader = read_events(store.redis, job_id, hub=hub, idle_timeout=3)
+    assert next(reader)["seq"] == 1
+    # seq 2-20 reach the stream only (their publishes lost), then the stream is trimmed past 2
+    for seq in range(2, 21):
+        store.redis.hincrby(keys.job(job_id), "last_seq", 1)
+        store.redis.xadd(keys.job_events(job_id), {"e": f'{{"seq": {seq}, "type": "token", '
+                                                   f'"job_id": "{job_id}", "text": "t"}}'},
+                         id=f"{seq}-1")
+    store.redis.xtrim(keys.job_events(job_id), minid="10-1", approximate=False)  # as MAXLEN would
+    store.events.emit(job_id, "token", text="live")  # seq 21: the reader sees the hole
+    started = time.monotonic()
+    with pytest.raises(EventsTrimmed):
+        next(reader)
+    assert time.monotonic() - started < 2  # told at once, not left waiting for an end
+    reconnecting = read_events(store.redis, job_id, after=1, hub=hub, idle_timeout=3)
+    with pytest.raises(EventsTrimmed):
+        next(reconnecting)
+    assert [e["seq"] for e in read_events(store.redis, job_id, after=9, hub=hub,
+                                          idle_timeout=0.5)] == list(range(10, 22))
 
 
 def test_unknown_job_is_not_found_at_call_time(store: JobStore, hub: EventHub) -> None:

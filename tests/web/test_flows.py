@@ -16,6 +16,7 @@ import redis
 import requests
 import websocket
 
+from shared import keys
 from shared.jobs import JobStore
 from shared.settings import load_settings
 from tests.support.celery import WorkerProcess, start_worker, worker_env
@@ -302,6 +303,18 @@ def close_code(ws: websocket.WebSocket) -> int:
         opcode, data = ws.recv_data(control_frame=True)
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             return int.from_bytes(data[:2], "big")
+
+
+def test_a_stream_trimmed_past_the_next_event_closes_with_4410(
+    stack: Stack, worker: WorkerProcess
+) -> None:
+    job = stack.submit()
+    stack.wait_status(job["id"], {"succeeded"})
+    # the stream as JOBS_STREAM_MAXLEN leaves it once it trimmed seq 1-9
+    stack.broker.client().xtrim(keys.job_events(job["id"]), minid="10-1", approximate=False)
+    watching = stack.connect(job["id"], "?after=3")
+    assert close_code(watching) == 4410  # not left open waiting for events that are gone
+    assert read_until_closed(stack.connect(job["id"], "?after=9"))[-1]["type"] == "done"
 
 
 def test_broker_outage_is_503_then_recovers(stack: Stack, worker: WorkerProcess) -> None:
