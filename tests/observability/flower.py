@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.celery import REPO_ROOT
-from tests.support.servers import free_port, wait_for_port
+from tests.support.servers import free_port, terminate, wait_for_port
 
 USER, PASSWORD = "ops", "flower-test-secret"
 
@@ -55,10 +55,4 @@ class Flower:
             return status, raw.decode(errors="replace")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        terminate(self.process)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.deploy.files import ALERT_RULES, PROMETHEUS_CONFIG
-from tests.support.servers import free_port
+from tests.support.servers import free_port, terminate
 
 INSTALL_HINT = "apt-get install prometheus (make install does it when run as root)"
 
@@ -117,11 +117,5 @@ class Prometheus:
         return value
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        terminate(self.process)
         self.process = None

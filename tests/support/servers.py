@@ -29,6 +29,18 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
 
 
+def terminate(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop `process` politely (SIGTERM), or by force after 10 s; a finished one is left alone."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 class RedisServer:
     """A redis-server of the test's own; `stop()` then `start()` is an outage on the same port."""
 
