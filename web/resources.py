@@ -63,6 +63,12 @@ class Resources:
         """This process's one pub/sub connection; its thread starts on first subscribe."""
         return self._once("hub", lambda: EventHub(self.settings.broker.url))  # type: ignore[no-any-return]
 
+    def close(self) -> None:
+        """Stop the hub's thread, if it was started (an app torn down inside a running process)."""
+        hub = self._made.pop("hub", None)
+        if hub is not None:
+            hub.stop()
+
 
 def init_app(app: Flask, settings: Settings) -> None:
     app.extensions[EXTENSION] = Resources(settings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 
 from shared.settings import load_settings
 from tests.support.servers import free_port
+from web import resources
 from web.app import create_app
 
 KEY = "test-key-one"
@@ -18,8 +19,10 @@ OTHER_KEY = "test-key-two"
 
 
 @pytest.fixture
-def make_app() -> Callable[..., Flask]:
-    """Build an app; `overrides` maps a group to field values. The broker is a closed port."""
+def make_app() -> Iterator[Callable[..., Flask]]:
+    """Build an app; `overrides` maps a group to field values. The broker is a closed port.
+    Every app's event hub is stopped after the test, so no thread outlives it."""
+    apps: list[Flask] = []
 
     def make(**overrides: dict[str, Any]) -> Flask:
         groups: dict[str, dict[str, Any]] = {
@@ -30,9 +33,12 @@ def make_app() -> Callable[..., Flask]:
             groups[group] = {**groups.get(group, {}), **values}
         app = create_app(load_settings(**groups))
         app.config["TESTING"] = True
+        apps.append(app)
         return app
 
-    return make
+    yield make
+    for app in apps:
+        app.extensions[resources.EXTENSION].close()
 
 
 @pytest.fixture
