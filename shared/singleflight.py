@@ -83,10 +83,6 @@ class SingleFlight:
             time.sleep(WAIT_STEP_SECONDS)
         return create(), False
 
-    def release(self, key: str, job_id: str) -> None:
-        """Drop the claim if `job_id` still holds it (its job is final or was never sent)."""
-        self._call(self._swap, key, [job_id, "", 0])
-
     def _create_claimed(
         self, key: str, token: str, create: Callable[[], dict[str, Any]]
     ) -> dict[str, Any]:
