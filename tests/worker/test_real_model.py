@@ -28,7 +28,7 @@ MAX_NEW_TOKENS = 12
 
 def build_index(out: Path) -> Path:
     ragq = Path(sys.executable).parent / "ragq"
-    subprocess.run([str(ragq), "index", str(REPO_ROOT / "data"), "--out", str(out)],
+    subprocess.run([str(ragq), "index", "docs", "README.md", "--out", str(out)],
                    check=True, cwd=REPO_ROOT, capture_output=True, timeout=300)
     return out
 

@@ -57,7 +57,7 @@ class CorpusIndex:
         """Read an index folder; IndexBuildError with the command to run when there is none."""
         if not (folder / MANIFEST).is_file():
             raise IndexBuildError(
-                f"no index at {folder}: build one with `ragq index data --out {folder}` "
+                f"no index at {folder}: build one with `ragq index docs README.md --out {folder}` "
                 "(or `make index`)"
             )
         try:

@@ -11,7 +11,8 @@ from shared.embedding import Embedder
 from shared.settings import PipelineSettings
 
 REPO = Path(__file__).resolve().parents[3]
-SAMPLE_CORPUS = REPO / "data"
+# The sample corpus is ragq's own documentation, as `make index` builds it.
+SAMPLE_CORPUS = [REPO / "docs", REPO / "README.md"]
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +26,7 @@ def sample_index(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -
     from worker.pipeline.index import build_index
 
     out = tmp_path_factory.mktemp("sample") / "index"
-    build_index([SAMPLE_CORPUS], out, PipelineSettings(), embedder, progress=False)
+    build_index(SAMPLE_CORPUS, out, PipelineSettings(), embedder, progress=False)
     return out
 
 
