@@ -57,9 +57,21 @@ class PipelineSettings(BaseSettings):
         le=20,
         description="Passages given to the generator by default (3 suits SmolLM2-135M).",
     )
-    dense_depth: int = Field(50, ge=1, le=1000, description="FAISS candidates fused by RRF.")
-    sparse_depth: int = Field(50, ge=1, le=1000, description="BM25 candidates fused by RRF.")
-    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
+    dense_depth: int = Field(50, ge=1, le=1000, description="FAISS candidates fused.")
+    sparse_depth: int = Field(50, ge=1, le=1000, description="BM25 candidates fused.")
+    fusion: Literal["convex", "rrf"] = Field(
+        "convex",
+        description="How dense and BM25 candidates combine: `convex` (weighted sum of each "
+        "list's min-max normalised scores) or `rrf` (reciprocal rank fusion).",
+    )
+    fusion_dense_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Convex fusion: the dense score's share, BM25 gets the rest (equal by "
+        "default; bench/results/pipeline_retrieval.md cross-validates it).",
+    )
+    rrf_k: int = Field(60, ge=1, description="RRF constant (fusion `rrf`).")
     rrf_dense_weight: float = Field(1.0, ge=0.0, description="Weight of the dense ranking in RRF.")
     rrf_sparse_weight: float = Field(1.0, ge=0.0, description="Weight of the BM25 ranking in RRF.")
     reranker: str = Field("", description="CrossEncoder name or path; empty turns reranking off.")
@@ -73,6 +85,14 @@ class PipelineSettings(BaseSettings):
     index_type: Literal["flat", "hnsw"] = Field("flat", description="FAISS index: exact or HNSW.")
     index_headings: bool = Field(
         True, description="Prefix a Markdown section's heading to its chunks' indexed text."
+    )
+    index_sentences: bool = Field(
+        True,
+        description="Also embed each sentence of a chunk; a chunk's dense score is its best "
+        "vector's (the whole chunk or one of its sentences).",
+    )
+    sparse_stemming: bool = Field(
+        True, description="Snowball-stem BM25 terms (English); turn off for other languages."
     )
     max_context_tokens: int = Field(1500, ge=64, description="Prompt budget for the passages.")
     prompt_version: str = Field(

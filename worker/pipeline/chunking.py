@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from worker.pipeline.ingest import Document
+
+# A sentence ends at . ! or ? before what looks like the next one's start; a blank line ends
+# a Markdown paragraph or list item that has no full stop.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n\s*\n")
 
 
 class OffsetTokenizer(Protocol):
@@ -34,6 +39,11 @@ def chunk_id(source: str, position: int, text: str) -> str:
     """Stable across runs and machines: the same source, window and text give the same id."""
     digest = hashlib.sha256(f"{source}\x00{position}\x00{text}".encode()).hexdigest()
     return digest[:16]
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of `text`, stripped, in order (a cut-off first or last one included)."""
+    return [part.strip() for part in _SENTENCE_END.split(text) if part.strip()]
 
 
 def token_windows(n_tokens: int, size: int, overlap: int) -> list[tuple[int, int]]:

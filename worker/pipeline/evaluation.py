@@ -12,6 +12,8 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+import numpy as np
+
 from shared.embedding import Embedder
 from shared.settings import PipelineSettings
 from worker.pipeline.generator import resolve_device
@@ -32,6 +34,7 @@ class Question:
     text: str
     source: str
     answers: list[str]
+    article: str  # its article's title: metrics are also reported per article
 
 
 def answerable_questions(path: Path) -> list[Question]:
@@ -42,6 +45,7 @@ def answerable_questions(path: Path) -> list[Question]:
             qa["question"],
             squad_source(path.name, a_index, p_index),
             [a["text"] for a in qa["answers"]],
+            article["title"],
         )
         for a_index, article in enumerate(data["data"])
         for p_index, paragraph in enumerate(article["paragraphs"])
@@ -101,11 +105,13 @@ def ranking_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
     return {name: round(value, 4) for name, value in metrics.items()}
 
 
-def evaluate_retrieval(
-    retriever: Retriever, questions: list[Question]
-) -> dict[str, dict[str, float]]:
-    """Ranking metrics of each stage: dense, sparse, hybrid (and hybrid_rerank with a reranker)."""
-    vectors = retriever.embedder.encode([q.text for q in questions])
+def stage_ranks(
+    retriever: Retriever, questions: list[Question], vectors: np.ndarray | None = None
+) -> dict[str, list[int | None]]:
+    """Per stage (dense, sparse, hybrid, and hybrid_rerank with a reranker), the rank of each
+    question's paragraph; `vectors` are the questions' embeddings when already computed."""
+    if vectors is None:
+        vectors = retriever.embedder.encode([q.text for q in questions])
     sources = [chunk.source for chunk in retriever.index.chunks]
     stages: dict[str, Callable[[int, Question], list[int]]] = {
         "dense": lambda i, q: [row for row, _ in retriever.dense(vectors[i])],
@@ -117,14 +123,27 @@ def evaluate_retrieval(
             c.row for c in retriever.reranked(q.text, retriever.fused(q.text, vectors[i]))
         ]
     return {
-        name: ranking_metrics(
-            [
-                first_rank([sources[row] for row in rank(i, q)], q.source)
-                for i, q in enumerate(questions)
-            ]
-        )
+        name: [
+            first_rank([sources[row] for row in rank(i, q)], q.source)
+            for i, q in enumerate(questions)
+        ]
         for name, rank in stages.items()
     }
+
+
+def stage_metrics(ranks: dict[str, list[int | None]]) -> dict[str, dict[str, float]]:
+    return {stage: ranking_metrics(of_stage) for stage, of_stage in ranks.items()}
+
+
+def article_metrics(
+    questions: list[Question], ranks: dict[str, list[int | None]]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Each article's stage metrics over its own questions, articles in file order."""
+    report = {}
+    for title in dict.fromkeys(q.article for q in questions):
+        rows = [i for i, q in enumerate(questions) if q.article == title]
+        report[title] = stage_metrics({stage: [r[i] for i in rows] for stage, r in ranks.items()})
+    return report
 
 
 def evaluate_answers(answer: Callable[[str], Answer], questions: list[Question]) -> dict[str, Any]:
@@ -146,13 +165,16 @@ def run_eval(squad: Path, settings: PipelineSettings, answers: int = 0) -> dict[
     embedder = Embedder(settings.embedding_model, device)
     manifest = build_index([squad], settings.index_dir, settings, embedder, progress=False)
     retriever = load_retriever(settings, device, embedder)
+    ranks = stage_ranks(retriever, questions)
     report: dict[str, Any] = {
         "file": str(squad),
         "answerable_questions": len(questions),
         "paragraphs": manifest["document_count"],
         "chunks": manifest["chunk_count"],
+        "vectors": manifest["vector_count"],
         "settings": _eval_settings(settings),
-        **evaluate_retrieval(retriever, questions),
+        **stage_metrics(ranks),
+        "articles": article_metrics(questions, ranks),
     }
     if answers > 0:
         from worker.pipeline.pipeline import Pipeline
@@ -172,9 +194,13 @@ def _eval_settings(settings: PipelineSettings) -> dict[str, Any]:
         "chunk_tokens",
         "chunk_overlap",
         "index_headings",
+        "index_sentences",
+        "sparse_stemming",
         "index_type",
         "dense_depth",
         "sparse_depth",
+        "fusion",
+        "fusion_dense_weight",
         "rrf_k",
         "rrf_dense_weight",
         "rrf_sparse_weight",

@@ -1,4 +1,4 @@
-"""Hybrid retrieval: FAISS and BM25 candidates fused by reciprocal rank fusion, then reranked."""
+"""Hybrid retrieval: FAISS and BM25 candidates fused (convex combination or RRF), then reranked."""
 
 from __future__ import annotations
 
@@ -26,6 +26,37 @@ def rrf(
     for ranking, weight in zip(rankings, weights, strict=True):
         for rank, item in enumerate(ranking, start=1):
             fused[item] = fused.get(item, 0.0) + weight / (k + rank)
+    return _best_first(fused)
+
+
+def minmax(scores: dict[int, float]) -> dict[int, float]:
+    """Each score placed on [0, 1] between the list's lowest and highest; a flat list is all 1."""
+    if not scores:
+        return {}
+    low, high = min(scores.values()), max(scores.values())
+    span = high - low
+    return {item: (score - low) / span if span > 0 else 1.0 for item, score in scores.items()}
+
+
+def convex(
+    dense: dict[int, float], sparse: dict[int, float], dense_weight: float
+) -> list[tuple[int, float]]:
+    """dense_weight * dense + (1 - dense_weight) * sparse, each min-max normalised; ties by id.
+
+    Unlike RRF, a wide score gap (one passage far above the rest) survives the fusion. An item
+    missing from a list scores that list's minimum, 0: it ranked below everything the list kept.
+    """
+    if not 0.0 <= dense_weight <= 1.0:
+        raise ValueError(f"dense weight {dense_weight} is not between 0 and 1")
+    d, s = minmax(dense), minmax(sparse)
+    fused = {
+        item: dense_weight * d.get(item, 0.0) + (1.0 - dense_weight) * s.get(item, 0.0)
+        for item in d.keys() | s.keys()
+    }
+    return _best_first(fused)
+
+
+def _best_first(fused: dict[int, float]) -> list[tuple[int, float]]:
     return sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
@@ -34,7 +65,7 @@ class Candidate:
     """A chunk row with the score each stage gave it (None where the stage did not see it)."""
 
     row: int
-    rrf: float
+    fused: float
     dense: float | None = None
     sparse: float | None = None
     rerank: float | None = None
@@ -72,7 +103,7 @@ class Reranker:
 
 
 class Retriever:
-    """Dense + sparse + RRF (+ rerank) over one loaded index."""
+    """Dense + sparse + fusion (+ rerank) over one loaded index."""
 
     def __init__(
         self,
@@ -97,12 +128,19 @@ class Retriever:
         return self.index.sparse.search(question, self.settings.sparse_depth)
 
     def fused(self, question: str, vector: np.ndarray | None = None) -> list[Candidate]:
-        """Every candidate of either list, by weighted RRF score."""
+        """Every candidate of either list, best fused score first."""
         vector = self.embedder.encode_one(question) if vector is None else vector
         dense, sparse = dict(self.dense(vector)), dict(self.sparse(question))
+        return [
+            Candidate(row, score, dense.get(row), sparse.get(row))
+            for row, score in self._fuse(dense, sparse)
+        ]
+
+    def _fuse(self, dense: dict[int, float], sparse: dict[int, float]) -> list[tuple[int, float]]:
+        if self.settings.fusion == "convex":
+            return convex(dense, sparse, self.settings.fusion_dense_weight)
         weights = [self.settings.rrf_dense_weight, self.settings.rrf_sparse_weight]
-        fused = rrf([list(dense), list(sparse)], self.settings.rrf_k, weights)
-        return [Candidate(row, score, dense.get(row), sparse.get(row)) for row, score in fused]
+        return rrf([list(dense), list(sparse)], self.settings.rrf_k, weights)
 
     def reranked(self, question: str, candidates: list[Candidate]) -> list[Candidate]:
         """The first `rerank_depth` candidates ordered by the cross-encoder, the rest after them."""
@@ -128,7 +166,7 @@ class Retriever:
 
     def _source(self, candidate: Candidate) -> Source:
         chunk = self.index.chunks[candidate.row]
-        score = candidate.rerank if candidate.rerank is not None else candidate.rrf
+        score = candidate.rerank if candidate.rerank is not None else candidate.fused
         return Source(
             chunk_id=chunk.chunk_id,
             title=chunk.title,
@@ -136,7 +174,7 @@ class Retriever:
             score=score,
             dense=candidate.dense,
             sparse=candidate.sparse,
-            rrf=candidate.rrf,
+            rrf=candidate.fused,
             rerank=candidate.rerank,
         )
 

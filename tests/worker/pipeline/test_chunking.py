@@ -2,8 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from worker.pipeline.chunking import chunk_document, chunk_documents, chunk_id, token_windows
-from worker.pipeline.index import indexed_text
+from worker.pipeline.chunking import (
+    chunk_document,
+    chunk_documents,
+    chunk_id,
+    sentences,
+    token_windows,
+)
+from worker.pipeline.index import dense_texts, indexed_text
 from worker.pipeline.ingest import Document, markdown_sections
 
 from .helpers import WhitespaceTokenizer
@@ -66,3 +72,39 @@ def test_untitled_markdown_is_named_after_its_file(tmp_path: Path) -> None:
     docs = markdown_sections("notes/setup.md", "Just text.")
     chunks = chunk_documents(docs, WhitespaceTokenizer(), 8, 2)
     assert [(c.title, c.text) for c in chunks] == [("setup", "Just text.")]
+
+
+def test_sentences_split_at_ends_and_blank_lines_only() -> None:
+    text = 'cut off start. In 911 the Normans came! Why? "Quoted" one.\n\n- a\n- b\n\ne.g. lower'
+    assert sentences(text) == [
+        "cut off start.",
+        "In 911 the Normans came!",
+        "Why?",
+        '"Quoted" one.',
+        "- a\n- b",
+        "e.g. lower",
+    ]
+    assert sentences("  ") == []
+
+
+def test_dense_texts_add_each_sentence_with_the_heading() -> None:
+    [chunk] = chunk_documents(
+        markdown_sections("g.md", "# Guide\n\n## Install\n\nRun make. Then run ragq.\n"),
+        WhitespaceTokenizer(),
+        16,
+        2,
+    )
+    assert dense_texts(chunk, with_heading=True, with_sentences=True) == [
+        "Install\nRun make. Then run ragq.",
+        "Install\nRun make.",
+        "Install\nThen run ragq.",
+    ]
+    assert dense_texts(chunk, with_heading=False, with_sentences=True)[1] == "Run make."
+    assert dense_texts(chunk, with_heading=True, with_sentences=False) == [
+        "Install\nRun make. Then run ragq."
+    ]
+
+
+def test_a_one_sentence_chunk_is_embedded_once() -> None:
+    [chunk] = chunk_documents(markdown_sections("n.md", "Just one."), WhitespaceTokenizer(), 8, 2)
+    assert dense_texts(chunk, with_heading=True, with_sentences=True) == ["Just one."]

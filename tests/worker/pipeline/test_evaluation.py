@@ -4,11 +4,14 @@ import pytest
 
 from shared.errors import IngestError
 from worker.pipeline.evaluation import (
+    Question,
     answerable_questions,
+    article_metrics,
     exact_match,
     first_rank,
     normalize_answer,
     ranking_metrics,
+    stage_metrics,
     token_f1,
 )
 
@@ -56,9 +59,23 @@ def test_answerable_questions_skip_impossible_ones(tmp_path: Path) -> None:
     )
     path.write_text(text)
     questions = answerable_questions(path)
-    assert [(q.text, q.source, q.answers) for q in questions] == [
-        ("Where is Paris?", "s.json#0/0", ["France"])
+    assert [(q.text, q.source, q.answers, q.article) for q in questions] == [
+        ("Where is Paris?", "s.json#0/0", ["France"], "A")
     ]
+
+
+def test_article_metrics_score_each_article_on_its_own_questions() -> None:
+    questions = [
+        Question("q1", "f#0/0", ["a"], "Paris"),
+        Question("q2", "f#1/0", ["b"], "Rome"),
+        Question("q3", "f#0/1", ["c"], "Paris"),
+    ]
+    ranks: dict[str, list[int | None]] = {"dense": [1, 2, None], "hybrid": [1, 1, 3]}
+    report = article_metrics(questions, ranks)
+    assert list(report) == ["Paris", "Rome"]
+    assert report["Paris"]["dense"] == {"recall@1": 0.5, "recall@5": 0.5, "mrr@10": 0.5}
+    assert report["Paris"]["hybrid"]["mrr@10"] == round((1 + 1 / 3) / 2, 4)
+    assert report["Rome"] == stage_metrics({"dense": [2], "hybrid": [1]})
 
 
 def test_unreadable_squad_names_the_file(tmp_path: Path) -> None:

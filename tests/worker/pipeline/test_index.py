@@ -91,6 +91,29 @@ def test_failed_rebuild_keeps_the_old_index(tmp_path: Path, embedder: Embedder) 
     assert CorpusIndex.load(out).version == before["index_version"]
 
 
+def test_an_index_of_another_format_is_refused(tmp_path: Path, embedder: Embedder) -> None:
+    out = tmp_path / "idx"
+    build_index([_corpus(tmp_path / "docs")], out, PipelineSettings(), embedder, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
+    with pytest.raises(IndexBuildError, match="has format 1, this ragq reads format 2: rebuild"):
+        CorpusIndex.load(out)
+
+
+def test_sentences_get_vectors_of_their_own(tmp_path: Path, embedder: Embedder) -> None:
+    docs = _corpus(tmp_path / "docs")
+    (docs / "flower.txt").write_text("Flower shows the tasks. It needs the broker URL.\n")
+    both = build_index([docs], tmp_path / "a", PipelineSettings(), embedder, progress=False)
+    assert both["settings"]["index_sentences"] and both["settings"]["sparse_stemming"]
+    # Only flower.txt has two sentences: one vector for each, and one for the whole chunk.
+    assert (both["chunk_count"], both["vector_count"]) == (4, 6)
+    plain = PipelineSettings(index_sentences=False, sparse_stemming=False)
+    chunks_only = build_index([docs], tmp_path / "b", plain, embedder, progress=False)
+    assert chunks_only["vector_count"] == 4
+    assert chunks_only["index_version"] != both["index_version"]
+    assert CorpusIndex.load(tmp_path / "b").sparse.stem is False
+
+
 def test_missing_index_says_how_to_build_one(tmp_path: Path) -> None:
     with pytest.raises(IndexBuildError, match="make index"):
         CorpusIndex.load(tmp_path / "none")
