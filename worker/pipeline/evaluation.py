@@ -1,7 +1,9 @@
-"""SQuAD evaluation: retrieval recall/MRR of the answer's paragraph, and answer EM / token F1."""
+"""`ragq eval`: on SQuAD, retrieval recall/MRR of the answer's paragraph and answer EM / token F1;
+on a question set (JSON lines), the answers checked for the facts they must contain."""
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from collections import Counter
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from shared.embedding import Embedder
+from shared.errors import IngestError
 from shared.settings import PipelineSettings
 from worker.pipeline.generator import resolve_device
 from worker.pipeline.index import build_index
@@ -25,6 +28,8 @@ from worker.pipeline.types import Answer
 RECALL_AT = (1, 5)
 MRR_AT = 10
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+# Markdown code and emphasis marks, and typographic quotes, are how a fact is written, not what.
+_MARKUP = str.maketrans({"`": None, "*": None, "\u201c": '"', "\u201d": '"', "\u2019": "'"})
 
 
 @dataclass(frozen=True)
@@ -209,3 +214,69 @@ def _eval_settings(settings: PipelineSettings) -> dict[str, Any]:
         "top_k",
     }
     return settings.model_dump(include=fields, mode="json")
+
+
+@dataclass(frozen=True)
+class QaQuestion:
+    """A question about the corpus and its facts, each a tuple of accepted wordings."""
+
+    text: str
+    facts: list[tuple[str, ...]]
+
+
+def load_qa(path: Path) -> list[QaQuestion]:
+    """The questions of a JSON-lines file of `{"question": str, "facts": [str | [str, ...]]}`.
+
+    Blank lines are skipped. Raises IngestError naming the file, and the line of a bad one.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise IngestError(f"{path}: cannot read: {error}") from error
+    questions = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                questions.append(_qa_question(line))
+            except ValueError as error:
+                raise IngestError(f"{path}:{number}: {error}") from error
+    if not questions:
+        raise IngestError(f"{path}: holds no questions")
+    return questions
+
+
+def _qa_question(line: str) -> QaQuestion:
+    """One line's question; ValueError (JSONDecodeError is one) saying what is wrong."""
+    item = json.loads(line)
+    if not isinstance(item, dict) or set(item) != {"question", "facts"}:
+        raise ValueError('want a JSON object with exactly the keys "question" and "facts"')
+    question, facts = item["question"], item["facts"]
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError('"question" must be a non-empty string')
+    if not isinstance(facts, list) or not facts:
+        raise ValueError('"facts" must be a non-empty list')
+    return QaQuestion(question.strip(), [_wordings(fact) for fact in facts])
+
+
+def _wordings(fact: Any) -> tuple[str, ...]:
+    wordings = [fact] if isinstance(fact, str) else fact
+    if (
+        not isinstance(wordings, list)
+        or not wordings
+        or not all(isinstance(w, str) and w.strip() for w in wordings)
+    ):
+        raise ValueError(f"a fact must be a non-empty string or a list of them, not {fact!r}")
+    return tuple(w.strip() for w in wordings)
+
+
+def normalize_text(text: str) -> str:
+    """Lowercased, without Markdown ` and *, typographic quotes made plain, single spaces."""
+    return " ".join(text.translate(_MARKUP).lower().split())
+
+
+def fact_found(wording: str, normalized: str) -> bool:
+    """Whether `wording` occurs in `normalized` text as whole words ("3" is not in "30")."""
+    wanted = normalize_text(wording)
+    before = r"(?<!\w)" if re.match(r"\w", wanted) else ""
+    after = r"(?!\w)" if re.search(r"\w$", wanted) else ""
+    return re.search(before + re.escape(wanted) + after, normalized) is not None

@@ -1,15 +1,20 @@
+import json
 from pathlib import Path
 
 import pytest
 
 from shared.errors import IngestError
 from worker.pipeline.evaluation import (
+    QaQuestion,
     Question,
     answerable_questions,
     article_metrics,
     exact_match,
+    fact_found,
     first_rank,
+    load_qa,
     normalize_answer,
+    normalize_text,
     ranking_metrics,
     stage_metrics,
     token_f1,
@@ -83,3 +88,69 @@ def test_unreadable_squad_names_the_file(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(IngestError, match="broken.json"):
         answerable_questions(bad)
+
+
+def write_lines(path: Path, *lines: str) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_load_qa_reads_questions_and_fact_wordings(tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path / "qa.jsonl",
+        json.dumps({"question": " Which port? ", "facts": ["5555"]}),
+        "",
+        json.dumps({"question": "How?", "facts": [["RRF", "reciprocal rank fusion"], "60"]}),
+    )
+    assert load_qa(path) == [
+        QaQuestion("Which port?", [("5555",)]),
+        QaQuestion("How?", [("RRF", "reciprocal rank fusion"), ("60",)]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "Expecting property name"),
+        ('["a list"]', 'exactly the keys "question" and "facts"'),
+        ('{"question": "q", "facts": ["f"], "note": 1}', 'exactly the keys "question" and "facts"'),
+        ('{"question": " ", "facts": ["f"]}', '"question" must be a non-empty string'),
+        ('{"question": "q", "facts": []}', '"facts" must be a non-empty list'),
+        ('{"question": "q", "facts": "5555"}', '"facts" must be a non-empty list'),
+        ('{"question": "q", "facts": [5555]}', "not 5555"),
+        ('{"question": "q", "facts": [["a", ""]]}', r"not \['a', ''\]"),
+    ],
+)
+def test_a_bad_qa_line_is_named(tmp_path: Path, line: str, message: str) -> None:
+    good = json.dumps({"question": "q", "facts": ["f"]})
+    path = write_lines(tmp_path / "qa.jsonl", good, "", line)
+    with pytest.raises(IngestError, match=rf"qa\.jsonl:3: .*{message}"):
+        load_qa(path)
+
+
+def test_an_empty_or_missing_qa_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(IngestError, match="holds no questions"):
+        load_qa(write_lines(tmp_path / "empty.jsonl", "", " "))
+    with pytest.raises(IngestError, match="gone.jsonl: cannot read"):
+        load_qa(tmp_path / "gone.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("fact", "text", "found"),
+    [
+        ("5555", "Flower listens on port **5555**.", True),
+        ("3", "It retrieves 30 passages.", False),
+        ("3", "It gives 3 passages.", True),
+        ("10", "The limit is 10.0 EUR.", True),
+        ("POST /v1/jobs/{id}/cancel", "Send `post  /v1/jobs/{id}/cancel`.", True),
+        ("?after=n", "Reconnect with ?after=N.", True),
+        ("X-API-Key", "the x-api-key header", True),
+        ("MiniLM", "all-MiniLM-L6-v2", True),
+        ("pipeline", "pipelines", False),
+        ("partial answer", "keeps its\npartial   answer", True),
+    ],
+)
+def test_facts_match_case_markup_and_whitespace_blind_as_whole_words(
+    fact: str, text: str, found: bool
+) -> None:
+    assert fact_found(fact, normalize_text(text)) is found
