@@ -87,12 +87,14 @@ class PipelineSettings(BaseSettings):
         True, description="Prefix a Markdown section's heading to its chunks' indexed text."
     )
     index_sentences: bool = Field(
-        True,
+        False,
         description="Also embed each sentence of a chunk; a chunk's dense score is its best "
-        "vector's (the whole chunk or one of its sentences).",
+        "vector's. Helps on prose (SQuAD), hurt on ragq's own docs (docs/pipeline.md).",
     )
     sparse_stemming: bool = Field(
-        True, description="Snowball-stem BM25 terms (English); turn off for other languages."
+        False,
+        description="Snowball-stem BM25 terms (English). Helps BM25 alone on prose (SQuAD), "
+        "hurt on ragq's own docs and in the fused ranking (docs/pipeline.md).",
     )
     max_context_tokens: int = Field(1500, ge=64, description="Prompt budget for the passages.")
     prompt_version: str = Field(

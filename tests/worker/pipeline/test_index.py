@@ -103,15 +103,16 @@ def test_an_index_of_another_format_is_refused(tmp_path: Path, embedder: Embedde
 def test_sentences_get_vectors_of_their_own(tmp_path: Path, embedder: Embedder) -> None:
     docs = _corpus(tmp_path / "docs")
     (docs / "flower.txt").write_text("Flower shows the tasks. It needs the broker URL.\n")
-    both = build_index([docs], tmp_path / "a", PipelineSettings(), embedder, progress=False)
-    assert both["settings"]["index_sentences"] and both["settings"]["sparse_stemming"]
+    chunks_only = build_index([docs], tmp_path / "a", PipelineSettings(), embedder, progress=False)
+    assert not chunks_only["settings"]["index_sentences"]
+    assert not chunks_only["settings"]["sparse_stemming"]
+    assert (chunks_only["chunk_count"], chunks_only["vector_count"]) == (4, 4)
+    settings = PipelineSettings(index_sentences=True, sparse_stemming=True)
+    both = build_index([docs], tmp_path / "b", settings, embedder, progress=False)
     # Only flower.txt has two sentences: one vector for each, and one for the whole chunk.
     assert (both["chunk_count"], both["vector_count"]) == (4, 6)
-    plain = PipelineSettings(index_sentences=False, sparse_stemming=False)
-    chunks_only = build_index([docs], tmp_path / "b", plain, embedder, progress=False)
-    assert chunks_only["vector_count"] == 4
-    assert chunks_only["index_version"] != both["index_version"]
-    assert CorpusIndex.load(tmp_path / "b").sparse.stem is False
+    assert both["index_version"] != chunks_only["index_version"]
+    assert CorpusIndex.load(tmp_path / "b").sparse.stem is True
 
 
 def test_missing_index_says_how_to_build_one(tmp_path: Path) -> None:
