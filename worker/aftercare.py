@@ -1,9 +1,11 @@
 """What a worker does with a good answer before it marks the job succeeded: record the job's
 duration for admission control and cache the answer under the embedding the web computed for
-the query. Both happen before the final transition (which also settles the job's breaker
-reservation, shared/jobs.py), so a client that repeats the question the moment it sees `done`
-finds the answer in the cache. Neither may cost the job its `done`: a failure is counted, logged
-and skipped (a cache Redis that is down is a skipped write inside SemanticCache already)."""
+the query. Only an answer the model ended itself is cached: one that looped, ran out of tokens
+or is empty would otherwise be served to every paraphrase for the cache's whole TTL.
+Both happen before the final transition (which also settles the job's breaker reservation,
+shared/jobs.py), so a client that repeats the question the moment it sees `done` finds the
+answer in the cache. Neither may cost the job its `done`: a failure is counted, logged and
+skipped (a cache Redis that is down is a skipped write inside SemanticCache already)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import redis
 from shared import keys, metrics
 from shared.admission import record_duration
 from shared.cache import JOB_EMBEDDING_FIELD, SemanticCache, decode_vector, scope_for
+from shared.jobs import FinishReason
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,10 @@ class Aftercare:
         """`record`: the running job (as claimed); `result`: its answer and sources."""
         try:
             record_duration(self.broker, time.time() - float(record["started_at"]))
+            reason = uncacheable(result)
+            if reason:
+                metrics.CACHE_WRITES_SKIPPED.labels(reason=reason).inc()
+                return
             embedding = self.broker.hget(keys.job(record["id"]), JOB_EMBEDDING_FIELD)
             if embedding:
                 scope = scope_for(self.pipeline_info, int(record["top_k"]))
@@ -43,3 +50,13 @@ class Aftercare:
             metrics.ERRORS.labels(type="aftercare").inc()
             log.warning("aftercare failed; the job ends succeeded without it",
                         extra={"error": repr(error)})
+
+
+def uncacheable(result: dict[str, Any]) -> str | None:
+    """Why an answer must not be cached (its finish reason, or `empty`); None when it may be."""
+    reason = result.get("finish_reason", FinishReason.STOP)
+    if reason != FinishReason.STOP:
+        return str(reason)
+    if not str(result.get("answer", "")).strip():
+        return "empty"
+    return None

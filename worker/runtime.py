@@ -219,7 +219,8 @@ class Runtime:
         breaker with the job's cost (partial for a cancelled job) and emits `done`."""
         status = Status.CANCELLED if answer.stopped else Status.SUCCEEDED
         job_metrics = self.answer_metrics(answer)
-        result = {"answer": answer.answer, "sources": [s.to_dict() for s in answer.sources]}
+        result = {"answer": answer.answer, "sources": [s.to_dict() for s in answer.sources],
+                  "finish_reason": answer.finish_reason.value}
         if status == Status.SUCCEEDED and self.aftercare is not None:
             self.aftercare(record, result)
         self.store.finish(record["id"], status, record["attempt"],
@@ -264,6 +265,7 @@ def observe_answer(answer: Answer, status: str) -> None:
     metrics.TOKENS_GENERATED.inc(answer.generated_tokens)
     metrics.PROMPT_TOKENS.inc(answer.prompt_tokens)
     metrics.JOBS_FINISHED.labels(status=status).inc()
+    metrics.ANSWERS.labels(finish_reason=answer.finish_reason.value).inc()
 
 
 _runtime: Runtime | None = None

@@ -136,3 +136,30 @@ def test_aftercare_never_raises_when_neither_redis_answers() -> None:
     record = {"id": str(uuid.uuid4()), "started_at": time.time(), "query": QUESTION, "top_k": 2}
     aftercare(record, {"answer": "an answer", "sources": []})  # returns: the job goes on to done
     assert REGISTRY.get_sample_value("rag_errors_total", {"type": "aftercare"}) == before + 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("finish_reason", "answer", "skipped"), [
+    ("loop", "It repeats. It repeats. It repeats.", "loop"),
+    ("length", "An answer cut off in the midd", "length"),
+    ("stop", "   ", "empty"),
+])
+def test_an_answer_the_model_did_not_end_well_is_never_cached(
+    stack: Stack, finish_reason: str, answer: str, skipped: str
+) -> None:
+    # A scope of its own per case: the fixed embedder makes every question a semantic match.
+    info = {"index_version": f"i-{finish_reason}-{skipped}", "model_id": "m", "prompt_version": "p"}
+    aftercare = Aftercare(stack.settings, stack.broker.client(), info)
+    job_id = str(uuid.uuid4())
+    vector = np.eye(8, dtype=np.float32)[0]
+    stack.broker.client().hset(keys.job(job_id), JOB_EMBEDDING_FIELD, encode_vector(vector))
+    question = f"Which answer is kept out when it ends with {finish_reason}?"
+    record = {"id": job_id, "started_at": time.time(), "query": question, "top_k": 2}
+    labels = {"reason": skipped}
+    before = REGISTRY.get_sample_value("rag_cache_writes_skipped_total", labels) or 0.0
+    aftercare(record, {"answer": answer, "sources": [], "finish_reason": finish_reason})
+    cache = SemanticCache(stack.settings.cache, _FixedEmbedder(), stack.cache.url, verifier=None)
+    assert not cache.lookup(question, scope_for(info, 2)).hit
+    assert REGISTRY.get_sample_value("rag_cache_writes_skipped_total", labels) == before + 1
+    aftercare(record, {"answer": "A good answer [1].", "sources": [], "finish_reason": "stop"})
+    assert cache.lookup(question, scope_for(info, 2)).hit  # the same job, ended well: cached

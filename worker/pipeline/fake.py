@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from shared.jobs import FinishReason
 from shared.settings import PipelineSettings
 from worker.pipeline.types import Answer, Source, SourcesItem, StopCheck, StreamItem, TokenItem
 
@@ -38,10 +39,10 @@ class FakePipeline:
         started = time.perf_counter()
         texts: list[str] = []
         ttft = 0.0
-        stopped = False
+        finish_reason = FinishReason.STOP
         for i in range(self.settings.fake_tokens):
             if should_stop is not None and should_stop():
-                stopped = True
+                finish_reason = FinishReason.CANCELLED
                 break
             time.sleep(self.settings.fake_token_delay)
             text = f"tok{i} "
@@ -58,7 +59,7 @@ class FakePipeline:
             rerank_s=0.0,
             ttft_s=ttft,
             generation_s=time.perf_counter() - started,
-            stopped=stopped,
+            finish_reason=finish_reason,
         )
 
     def query(self, question: str, top_k: int) -> Answer:

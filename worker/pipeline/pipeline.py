@@ -9,7 +9,7 @@ import torch
 
 from shared.settings import PipelineSettings
 from worker.pipeline.generator import Generator, resolve_device
-from worker.pipeline.prompt import build_messages, fit_sources
+from worker.pipeline.prompt import build_messages, fit_sources, mark_cited
 from worker.pipeline.retrieval import Retriever, load_retriever
 from worker.pipeline.types import Answer, SourcesItem, StopCheck, StreamItem, TokenItem
 
@@ -59,16 +59,17 @@ class Pipeline:
         for text in generation:
             pieces.append(text)
             yield TokenItem(text)
+        text = "".join(pieces).strip()
         yield Answer(
-            answer="".join(pieces).strip(),
-            sources=sources,
+            answer=text,
+            sources=mark_cited(sources, text),
             prompt_tokens=generation.prompt_tokens,
             generated_tokens=generation.generated_tokens,
             retrieval_s=retrieval.retrieval_s,
             rerank_s=retrieval.rerank_s,
             ttft_s=generation.ttft_s,
             generation_s=generation.generation_s,
-            stopped=generation.stopped,
+            finish_reason=generation.finish_reason,
         )
 
     def query(self, question: str, top_k: int) -> Answer:

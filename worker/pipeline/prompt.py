@@ -1,16 +1,27 @@
-"""The generator's prompt: numbered sources within a token budget, to be used and nothing else."""
+"""The generator's prompt: numbered sources within a token budget, to be used and cited as [n]."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
 from worker.pipeline.types import Source
 
-SYSTEM = "You are a helpful assistant. Answer briefly from the given sources only."
+NO_ANSWER = "The sources do not contain the answer."
+SYSTEM = (
+    "You answer questions using only the numbered sources given with the question. "
+    "Cite the source of each fact as [n], for example [1]. "
+    "Answer in one to three sentences unless the question asks for more. "
+    f"If the sources do not contain the answer, reply exactly: {NO_ANSWER}"
+)
 # Small models follow an instruction best when it comes last, right before they answer.
-INSTRUCTION = "Using only the sources above, answer in one or two sentences"
+INSTRUCTION = (
+    "Answer the question from the sources above only, citing them as [n]. "
+    f"If they do not contain the answer, reply exactly: {NO_ANSWER}"
+)
+CITATION = re.compile(r"\[(\d+(?:\s*[,-]\s*\d+)*)\]")
 MIN_PASSAGE_TOKENS = 32  # a passage cut shorter than this is more noise than help
 
 
@@ -52,5 +63,27 @@ def fit_sources(sources: Sequence[Source], tokenizer: TextTokenizer, budget: int
 def build_messages(question: str, sources: Sequence[Source]) -> list[dict[str, str]]:
     """Chat messages: the numbered sources, then the instruction and the question."""
     blocks = "\n\n".join(source_block(number, source) for number, source in enumerate(sources, 1))
-    user = f"{blocks or 'No sources were found.'}\n\n{INSTRUCTION}: {question}"
+    listed = blocks or "No sources were found."
+    user = f"Sources:\n\n{listed}\n\n{INSTRUCTION}\n\nQuestion: {question}"
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def cited_numbers(answer: str) -> set[int]:
+    """The source numbers an answer cites, as [2], [1, 3] or [1-3]."""
+    numbers: set[int] = set()
+    for group in CITATION.findall(answer):
+        for part in group.split(","):
+            first, _, last = part.partition("-")
+            numbers.update(range(int(first), int(last or first) + 1))
+    return numbers
+
+
+def strip_citations(answer: str) -> str:
+    """The answer without its [n] markers, which would otherwise match a reference such as "1"."""
+    return " ".join(CITATION.sub(" ", answer).split())
+
+
+def mark_cited(sources: Sequence[Source], answer: str) -> list[Source]:
+    """`sources` with `cited` set on each one the answer cites by its number."""
+    numbers = cited_numbers(answer)
+    return [replace(source, cited=n in numbers) for n, source in enumerate(sources, 1)]

@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from shared.jobs import FinishReason
+
 
 @dataclass(frozen=True)
 class Source:
@@ -19,6 +21,7 @@ class Source:
     sparse: float | None = None
     rrf: float | None = None
     rerank: float | None = None
+    cited: bool = False  # the answer cites it as [n]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -26,6 +29,7 @@ class Source:
             "title": self.title,
             "text": self.text,
             "score": self.score,
+            "cited": self.cited,
             "scores": {
                 "dense": self.dense,
                 "sparse": self.sparse,
@@ -59,8 +63,13 @@ class Answer:
     rerank_s: float
     ttft_s: float
     generation_s: float
-    stopped: bool = False
+    finish_reason: FinishReason = FinishReason.STOP
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stopped(self) -> bool:
+        """Cancelled (or its lease lost) before the model finished."""
+        return self.finish_reason == FinishReason.CANCELLED
 
     @property
     def tokens_per_s(self) -> float:
@@ -81,7 +90,7 @@ class PipelineLike(Protocol):
     def stream(
         self, question: str, top_k: int, should_stop: StopCheck | None = None
     ) -> Iterator[StreamItem]:
-        """Yield a SourcesItem, then TokenItems, then the Answer (last, also when stopped)."""
+        """Yield a SourcesItem, then TokenItems, then the Answer (last, also when stopped early)."""
         ...
 
     def query(self, question: str, top_k: int) -> Answer:

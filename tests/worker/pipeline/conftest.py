@@ -32,7 +32,7 @@ def sample_index(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -
 
 @pytest.fixture(scope="session")
 def sample_pipeline(sample_index: Path, embedder: Embedder) -> Iterator[object]:
-    """The real pipeline (MiniLM + SmolLM2) over the sample index, with short answers."""
+    """The real pipeline (MiniLM + the default generator) over the sample index, short answers."""
     from worker.pipeline.pipeline import Pipeline
     from worker.pipeline.retrieval import load_retriever
 

@@ -1,13 +1,21 @@
 """The real loading code (generator, 4-bit selection, reranker) on tiny models built here."""
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from shared.errors import ModelError
+from shared.jobs import FinishReason
 from shared.settings import PipelineSettings
-from worker.pipeline.generator import Generator, load_kwargs, packaged_gguf, resolve_device
+from worker.pipeline.generator import (
+    Generator,
+    load_kwargs,
+    repeated_tail,
+    resolve_device,
+    torch_threads,
+)
 from worker.pipeline.retrieval import Reranker
 
 from .tiny_models import tiny_causal_lm, tiny_cross_encoder
@@ -44,10 +52,60 @@ def test_auto_device_follows_torch() -> None:
     assert resolve_device("cpu") == "cpu"
 
 
-def test_packaged_gguf_is_found_without_importing_its_package() -> None:
-    path = packaged_gguf("smollm2")
-    assert path is not None and path.suffix == ".gguf" and path.is_file()
-    assert packaged_gguf("some/other-model") is None
+def test_threads_leave_one_core_to_the_rest_of_the_host() -> None:
+    assert torch_threads(3) == 3
+    assert torch_threads(0) == max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def test_a_tail_repeated_enough_times_is_a_loop() -> None:
+    assert repeated_tail([1, 2, 3] * 3, ngram=3, repeats=3)
+    assert not repeated_tail([1, 2, 3] * 2, ngram=3, repeats=3)
+    assert repeated_tail([7] * 12, ngram=8, repeats=3)  # one token over and over
+    assert not repeated_tail(list(range(40)), ngram=8, repeats=2)
+    # An n-gram repeated earlier is no loop unless the answer ends on it.
+    assert not repeated_tail([1, 2, 1, 2, 1, 2, 9], ngram=2, repeats=3)
+
+
+def _never_ending(settings: PipelineSettings) -> Generator:
+    """The tiny model with its end token suppressed: a model that never stops by itself."""
+    generator = Generator(settings)
+    decoding = generator.decoding
+    eos = generator.tokenizer.eos_token_id
+    generator.decoding = lambda: {**decoding(), "suppress_tokens": [eos]}  # type: ignore[method-assign]
+    return generator
+
+
+@pytest.mark.integration
+def test_an_answer_cut_by_the_token_limit_finishes_with_length(tmp_path: Path) -> None:
+    settings = PipelineSettings(
+        generator_model=str(tiny_causal_lm(tmp_path / "lm")), max_new_tokens=6, device="cpu"
+    )
+    generation = _never_ending(settings).generate(MESSAGES, lambda: False)
+    list(generation)
+    assert generation.generated_tokens == 6
+    assert generation.finish_reason == FinishReason.LENGTH
+
+
+@pytest.mark.integration
+def test_a_looping_answer_is_stopped_and_finishes_with_loop(tmp_path: Path) -> None:
+    settings = PipelineSettings(
+        generator_model=str(tiny_causal_lm(tmp_path / "lm")), max_new_tokens=400, device="cpu"
+    )
+    generation = _never_ending(settings).generate(MESSAGES, lambda: False)
+    list(generation)
+    assert generation.finish_reason == FinishReason.LOOP
+    assert generation.generated_tokens < 40  # three times an 8-gram, not 400 tokens
+
+
+@pytest.mark.integration
+def test_an_answer_the_model_ends_finishes_with_stop(tmp_path: Path) -> None:
+    settings = PipelineSettings(
+        generator_model=str(tiny_causal_lm(tmp_path / "lm")), max_new_tokens=50, device="cpu"
+    )
+    generation = Generator(settings).generate(MESSAGES, lambda: False)
+    list(generation)
+    assert generation.generated_tokens < 50
+    assert generation.finish_reason == FinishReason.STOP
 
 
 @pytest.mark.integration
@@ -79,7 +137,7 @@ def test_tiny_generator_stop_hook_ends_generation(tmp_path: Path) -> None:
 
     generation = generator.generate(MESSAGES, should_stop)
     list(generation)
-    assert generation.stopped
+    assert generation.stopped and generation.finish_reason == FinishReason.CANCELLED
     assert generation.generated_tokens == len(calls) == 1
 
 

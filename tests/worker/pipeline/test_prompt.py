@@ -1,9 +1,13 @@
 from worker.pipeline.prompt import (
     INSTRUCTION,
     MIN_PASSAGE_TOKENS,
+    NO_ANSWER,
     SYSTEM,
     build_messages,
+    cited_numbers,
     fit_sources,
+    mark_cited,
+    strip_citations,
 )
 from worker.pipeline.types import Source
 
@@ -23,8 +27,31 @@ def test_sources_are_numbered_in_order() -> None:
     assert (
         user.index("[1] T1\ns1w0")
         < user.index("[2] T2\ns2w0")
-        < user.index(f"{INSTRUCTION}: What?")
+        < user.index(INSTRUCTION)
+        < user.index("Question: What?")
     )
+
+
+def test_the_prompt_asks_for_citations_brevity_and_the_fixed_no_answer() -> None:
+    prompt = SYSTEM + INSTRUCTION
+    assert "[n]" in prompt and "one to three sentences" in prompt and NO_ANSWER in prompt
+
+
+def test_citations_are_read_singly_listed_and_as_ranges() -> None:
+    assert cited_numbers("Port 5555 [2]. It needs auth [1, 3].") == {1, 2, 3}
+    assert cited_numbers("See [2-4].") == {2, 3, 4}
+    assert cited_numbers("No markers, a list [a] or [ 1 ] is not one.") == set()
+
+
+def test_cited_sources_are_marked_by_number() -> None:
+    sources = [_source(1, 2), _source(2, 2), _source(3, 2)]
+    marked = mark_cited(sources, "It is so [3], and [7] is no source.")
+    assert [s.cited for s in marked] == [False, False, True]
+    assert [s.chunk_id for s in marked] == ["c1", "c2", "c3"]
+
+
+def test_stripped_citations_leave_plain_text() -> None:
+    assert strip_citations("Flower listens on 5555 [1] [2, 3].") == "Flower listens on 5555 ."
 
 
 def test_sources_that_fit_are_kept_whole() -> None:
@@ -49,4 +76,4 @@ def test_a_sliver_below_the_minimum_is_dropped() -> None:
 
 
 def test_no_sources_says_so() -> None:
-    assert build_messages("Why?", [])[1]["content"].startswith("No sources were found.")
+    assert "No sources were found." in build_messages("Why?", [])[-1]["content"]
