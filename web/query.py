@@ -62,6 +62,7 @@ def answer_of(job: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
     return {
         "answer": result.get("answer", ""),
         "sources": result.get("sources", []),
+        "finish_reason": result.get("finish_reason", "stop"),
         "latency_ms": round(elapsed_s * 1000, 1),
         "request_id": current_request_id(),
         "cached": bool(metrics.get("cached", False)),

@@ -100,7 +100,14 @@ class QueryAnswer(BaseModel):
     """POST /query's synchronous answer."""
 
     answer: str
-    sources: list[dict[str, Any]]
+    sources: list[dict[str, Any]] = Field(
+        description="The passages given to the generator; `cited` marks those the answer cites "
+        "as [n] (n: its place in this list, from 1)."
+    )
+    finish_reason: str = Field(
+        description="stop (the model ended its answer), length (PIPELINE_MAX_NEW_TOKENS ran "
+        "out), loop (it began repeating itself) or cancelled."
+    )
     latency_ms: float
     request_id: str
     cached: bool

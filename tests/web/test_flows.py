@@ -181,7 +181,9 @@ def test_query_answers_in_one_round_trip(stack: Stack, worker: WorkerProcess) ->
     body = response.json()
     assert body["answer"].startswith("tok0") and len(body["sources"]) == 2
     assert body["request_id"] == "sync-1" and body["cached"] is False and body["latency_ms"] > 0
-    assert stack.call("GET", f"/v1/jobs/{body['job_id']}").json()["status"] == "succeeded"
+    assert body["finish_reason"] == "stop" and all(s["cited"] is False for s in body["sources"])
+    job = stack.call("GET", f"/v1/jobs/{body['job_id']}").json()
+    assert job["status"] == "succeeded" and job["result"]["finish_reason"] == "stop"
 
 
 def test_batch_and_paginated_listing(stack: Stack, worker: WorkerProcess) -> None:
