@@ -1,4 +1,4 @@
-"""The `ragq` command: build an index, ask locally, evaluate on SQuAD, print the settings."""
+"""The `ragq` command: build an index, ask locally, evaluate, print the settings."""
 
 from __future__ import annotations
 
@@ -99,25 +99,50 @@ def ask_command(question: str, local: bool, top_k: int | None) -> None:
 
 @main.command("eval")
 @click.option(
-    "--squad", "squad", required=True, type=click.Path(path_type=Path), help="SQuAD-format JSON."
+    "--squad",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="SQuAD-format JSON: retrieval metrics over a temporary index of its paragraphs.",
+)
+@click.option(
+    "--qa",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON lines of {question, facts}: answers from the index [PIPELINE_INDEX_DIR] "
+    "checked for the facts.",
 )
 @click.option(
     "--answers",
     type=int,
     default=0,
-    help="Also generate answers for the first N answerable questions.",
+    help="With --squad: also generate answers for the first N answerable questions.",
 )
-def eval_command(squad: Path, answers: int) -> None:
-    """Index SQUAD's paragraphs in a temporary index; print retrieval (and answer) metrics, JSON."""
-    from worker.pipeline.evaluation import run_eval
-
+def eval_command(squad: Path | None, qa: Path | None, answers: int) -> None:
+    """Evaluate on a SQuAD file (--squad) or a question set (--qa); print one JSON object."""
+    if (squad is None) == (qa is None):
+        raise click.UsageError("give exactly one of --squad FILE and --qa FILE")
+    if qa is not None and answers:
+        raise click.UsageError("--answers goes with --squad; --qa answers every question")
     settings = _pipeline_settings()
     _quiet_model_loading()
+    if qa is not None:
+        from worker.pipeline.evaluation import run_qa_eval
+
+        report = run_qa_eval(qa, settings)
+    else:
+        assert squad is not None
+        report = _squad_eval(squad, settings, answers)
+    click.echo(json.dumps(report, indent=2))
+
+
+def _squad_eval(squad: Path, settings: PipelineSettings, answers: int) -> dict[str, Any]:
+    """Index SQUAD's paragraphs in a temporary index; retrieval (and answer) metrics."""
+    from worker.pipeline.evaluation import run_eval
+
     with tempfile.TemporaryDirectory(prefix="ragq-eval-") as folder:
-        report = run_eval(
+        return run_eval(
             squad, settings.model_copy(update={"index_dir": Path(folder) / "index"}), answers
         )
-    click.echo(json.dumps(report, indent=2))
 
 
 @main.command("settings")

@@ -39,6 +39,51 @@ def test_ask_needs_local() -> None:
     assert result.exit_code == 2 and "--local" in result.output
 
 
+@pytest.mark.parametrize("options", [[], ["--squad", "--qa"]])
+def test_eval_needs_exactly_one_of_squad_and_qa(tmp_path: Path, options: list[str]) -> None:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "q", "facts": ["f"]}\n')
+    args = [part for option in options for part in (option, str(qa))]
+    result = CliRunner().invoke(main, ["eval", *args])
+    assert result.exit_code == 2 and "exactly one of --squad FILE and --qa FILE" in result.output
+
+
+def test_eval_qa_without_an_index_says_how_to_build_one(tmp_path: Path) -> None:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "Which port does Flower listen on?", "facts": ["5555"]}\n')
+    result = CliRunner(env={"PIPELINE_INDEX_DIR": str(tmp_path / "none")}).invoke(
+        main, ["eval", "--qa", str(qa)]
+    )
+    assert result.exit_code == 1
+    assert "make index" in result.output and "Traceback" not in result.output
+
+
+def test_eval_qa_prints_the_report(tmp_path: Path) -> None:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(
+        '{"question": "Which token comes second?", "facts": ["tok1"]}\n'
+        '{"question": "Which port does Flower listen on?", "facts": [["5555", "FLOWER_PORT"]]}\n'
+    )
+    # The fake pipeline answers "tok0 tok1 tok2" to anything: one question right, one wrong.
+    env = {"PIPELINE_BACKEND": "fake", "PIPELINE_FAKE_TOKENS": "3",
+           "PIPELINE_FAKE_TOKEN_DELAY": "0"}
+    result = CliRunner(env=env).invoke(main, ["eval", "--qa", str(qa)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["file"] == str(qa) and report["model"] == "fake-model"
+    assert report["questions"] == 2 and report["answered_with_facts"] == 0.5
+    assert report["loops"] == 0 and sum(report["finish_reasons"].values()) == 2
+    assert [r["answer"] for r in report["results"]] == ["tok0 tok1 tok2"] * 2
+    assert report["results"][1]["facts_missing"] == [["5555", "FLOWER_PORT"]]
+
+
+def test_eval_qa_names_a_bad_line(tmp_path: Path) -> None:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "q", "facts": ["f"]}\n{"question": "q"}\n')
+    result = CliRunner(env={"PIPELINE_BACKEND": "fake"}).invoke(main, ["eval", "--qa", str(qa)])
+    assert result.exit_code == 1 and "qa.jsonl:2: " in result.output
+
+
 @pytest.mark.integration
 def test_index_error_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()

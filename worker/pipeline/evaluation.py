@@ -18,10 +18,13 @@ import numpy as np
 
 from shared.embedding import Embedder
 from shared.errors import IngestError
+from shared.jobs import FinishReason
 from shared.settings import PipelineSettings
+from worker.pipeline import load_pipeline
 from worker.pipeline.generator import resolve_device
 from worker.pipeline.index import build_index
 from worker.pipeline.ingest import load_squad, squad_source
+from worker.pipeline.prompt import strip_citations
 from worker.pipeline.retrieval import Retriever, load_retriever
 from worker.pipeline.types import Answer
 
@@ -30,6 +33,11 @@ MRR_AT = 10
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 # Markdown code and emphasis marks, and typographic quotes, are how a fact is written, not what.
 _MARKUP = str.maketrans({"`": None, "*": None, "\u201c": '"', "\u201d": '"', "\u2019": "'"})
+QA_MATCHING = (
+    "citation markers such as [1] are stripped from the answer; then a fact matches "
+    "case-insensitively as whole words, ignoring Markdown ` and * and runs of whitespace; "
+    "a fact given as a list matches when any of its wordings does"
+)
 
 
 @dataclass(frozen=True)
@@ -280,3 +288,64 @@ def fact_found(wording: str, normalized: str) -> bool:
     before = r"(?<!\w)" if re.match(r"\w", wanted) else ""
     after = r"(?!\w)" if re.search(r"\w$", wanted) else ""
     return re.search(before + re.escape(wanted) + after, normalized) is not None
+
+
+def score_answer(question: QaQuestion, answer: Answer) -> dict[str, Any]:
+    """One question's result: the answer, the facts it holds (the wording found) and misses."""
+    text = normalize_text(strip_citations(answer.answer))
+    found: list[str] = []
+    missing: list[str | list[str]] = []
+    for wordings in question.facts:
+        match = next((w for w in wordings if fact_found(w, text)), None)
+        if match is not None:
+            found.append(match)
+        else:
+            missing.append(wordings[0] if len(wordings) == 1 else list(wordings))
+    return {
+        "question": question.text,
+        "answer": answer.answer,
+        "correct": not missing,
+        "facts_found": found,
+        "facts_missing": missing,
+        "finish_reason": str(answer.finish_reason),
+        "ttft_s": round(answer.ttft_s, 3),
+        "tokens_per_s": round(answer.tokens_per_s, 2),
+    }
+
+
+def evaluate_qa(answer: Callable[[str], Answer], questions: list[QaQuestion]) -> dict[str, Any]:
+    """Share of answers holding all their facts, loops, finish reasons, mean TTFT and tokens/s."""
+    answers = [answer(q.text) for q in questions]
+    results = [score_answer(q, a) for q, a in zip(questions, answers, strict=True)]
+    reasons = Counter(str(a.finish_reason) for a in answers)
+    facts = sum(len(q.facts) for q in questions)
+    return {
+        "questions": len(results),
+        "answered_with_facts": round(mean(r["correct"] for r in results), 4),
+        "facts_found": round(sum(len(r["facts_found"]) for r in results) / facts, 4),
+        "loops": reasons[FinishReason.LOOP],
+        "finish_reasons": dict(sorted(reasons.items())),
+        "mean_ttft_s": round(mean(a.ttft_s for a in answers), 3),
+        "mean_tokens_per_s": round(mean(a.tokens_per_s for a in answers), 2),
+        "matching": QA_MATCHING,
+        "results": results,
+    }
+
+
+def run_qa_eval(path: Path, settings: PipelineSettings) -> dict[str, Any]:
+    """Ask every question of `path` through the pipeline over `settings.index_dir`; score facts.
+
+    Raises IngestError for a bad question file, IndexBuildError when the index is not built.
+    """
+    questions = load_qa(path)
+    pipeline = load_pipeline(settings)
+    generation = {"generator_model", "max_new_tokens", "temperature", "max_context_tokens"}
+    return {
+        "file": str(path),
+        "index_dir": str(settings.index_dir),
+        "index_version": pipeline.index_version,
+        "model": pipeline.model_id,
+        "prompt_version": pipeline.prompt_version,
+        "settings": _eval_settings(settings) | settings.model_dump(include=generation, mode="json"),
+        **evaluate_qa(partial(pipeline.query, top_k=settings.top_k), questions),
+    }

@@ -4,11 +4,13 @@ from pathlib import Path
 import pytest
 
 from shared.errors import IngestError
+from shared.jobs import FinishReason
 from worker.pipeline.evaluation import (
     QaQuestion,
     Question,
     answerable_questions,
     article_metrics,
+    evaluate_qa,
     exact_match,
     fact_found,
     first_rank,
@@ -16,9 +18,11 @@ from worker.pipeline.evaluation import (
     normalize_answer,
     normalize_text,
     ranking_metrics,
+    score_answer,
     stage_metrics,
     token_f1,
 )
+from worker.pipeline.types import Answer
 
 from .helpers import write_squad
 
@@ -90,6 +94,22 @@ def test_unreadable_squad_names_the_file(tmp_path: Path) -> None:
         answerable_questions(bad)
 
 
+def answer(
+    text: str, finish_reason: FinishReason = FinishReason.STOP, ttft_s: float = 0.5
+) -> Answer:
+    return Answer(
+        answer=text,
+        sources=[],
+        prompt_tokens=100,
+        generated_tokens=10,
+        retrieval_s=0.01,
+        rerank_s=0.0,
+        ttft_s=ttft_s,
+        generation_s=2.0,
+        finish_reason=finish_reason,
+    )
+
+
 def write_lines(path: Path, *lines: str) -> Path:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -154,3 +174,55 @@ def test_facts_match_case_markup_and_whitespace_blind_as_whole_words(
     fact: str, text: str, found: bool
 ) -> None:
     assert fact_found(fact, normalize_text(text)) is found
+
+
+def test_citation_markers_are_stripped_before_matching() -> None:
+    question = QaQuestion("Which stages?", [("1",), ("2",), ("FAISS",)])
+    result = score_answer(question, answer("FAISS [1], then BM25 [1, 2]."))
+    assert result["facts_found"] == ["FAISS"] and result["facts_missing"] == ["1", "2"]
+    assert result["correct"] is False
+
+
+def test_score_answer_reports_the_wording_found_and_the_whole_fact_missing() -> None:
+    question = QaQuestion("q", [("RRF", "reciprocal rank fusion"), ("k", "60"), ("BM25",)])
+    text = "Reciprocal rank fusion with k = 60."
+    result = score_answer(question, answer(text, FinishReason.LENGTH))
+    assert result == {
+        "question": "q",
+        "answer": text,
+        "correct": False,
+        "facts_found": ["reciprocal rank fusion", "k"],
+        "facts_missing": ["BM25"],
+        "finish_reason": "length",
+        "ttft_s": 0.5,
+        "tokens_per_s": 5.0,
+    }
+
+
+def test_evaluate_qa_report() -> None:
+    questions = [
+        QaQuestion("Which port does Flower listen on?", [("5555",)]),
+        QaQuestion("How do I cancel a job?", [("/v1/jobs/{id}/cancel",), ("partial answer",)]),
+        QaQuestion("Which retrievers?", [("FAISS",), ("BM25",)]),
+    ]
+    answers = {
+        questions[0].text: answer("Port 5555 [1].", ttft_s=0.2),
+        questions[1].text: answer("POST /v1/jobs/{id}/cancel POST", FinishReason.LOOP, ttft_s=0.4),
+        questions[2].text: answer("FAISS and BM25.", ttft_s=0.9),
+    }
+    asked: list[str] = []
+
+    def ask(question: str) -> Answer:
+        asked.append(question)
+        return answers[question]
+
+    report = evaluate_qa(ask, questions)
+    assert asked == [q.text for q in questions]
+    assert report["questions"] == 3 and report["answered_with_facts"] == round(2 / 3, 4)
+    assert report["facts_found"] == 0.8  # 4 of 5 facts
+    assert report["loops"] == 1 and report["finish_reasons"] == {"loop": 1, "stop": 2}
+    assert report["mean_ttft_s"] == 0.5 and report["mean_tokens_per_s"] == 5.0
+    assert "[1]" in report["matching"]
+    second = report["results"][1]
+    assert second["facts_missing"] == ["partial answer"] and second["finish_reason"] == "loop"
+    assert [r["correct"] for r in report["results"]] == [True, False, True]
