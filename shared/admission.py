@@ -14,7 +14,8 @@ from collections.abc import Callable
 import redis
 
 from shared import keys
-from shared.errors import BrokerUnavailable, QueueFull
+from shared.broker import broker_errors
+from shared.errors import QueueFull
 
 RECENT_DURATIONS_KEPT = 100
 DEFAULT_JOB_SECONDS = 10.0
@@ -44,13 +45,11 @@ class Admission:
 
     def check(self) -> int:
         """Return the queue depth, or raise QueueFull with an estimated retry_after."""
-        try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zcard(keys.QUEUED)
-                pipe.lrange(keys.RECENT_DURATIONS, 0, -1)
-                depth, durations = pipe.execute()
-        except redis.RedisError as error:
-            raise BrokerUnavailable(f"queue depth unreadable: {error}") from error
+        pipe = self.redis.pipeline(transaction=False)
+        with broker_errors("queue depth unreadable"), pipe:
+            pipe.zcard(keys.QUEUED)
+            pipe.lrange(keys.RECENT_DURATIONS, 0, -1)
+            depth, durations = pipe.execute()
         if int(depth) <= self.max_depth:
             return int(depth)
         raise QueueFull(

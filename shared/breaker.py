@@ -19,7 +19,8 @@ from typing import Any
 import redis
 
 from shared import keys
-from shared.errors import BrokerUnavailable, BudgetExceeded
+from shared.broker import broker_errors
+from shared.errors import BudgetExceeded
 from shared.metrics import BREAKER_COST, BREAKER_LIMIT, BREAKER_OPEN
 from shared.pricing import cost_eur
 from shared.settings import BreakerSettings, PipelineSettings
@@ -136,10 +137,8 @@ class Breaker:
         """spend, limit, state (open/closed), resets_at (ISO time), resets_in_seconds."""
         now = time.time()
         start = self.window_start(now)
-        try:
+        with broker_errors("breaker state unreadable"):
             spend = float(self.redis.get(keys.breaker_window(start)) or 0.0)
-        except redis.RedisError as error:
-            raise BrokerUnavailable(f"breaker state unreadable: {error}") from error
         self._publish(spend)
         resets = start + self.settings.window_seconds
         return {
@@ -163,10 +162,8 @@ class Breaker:
             ttl,
             int(only_below_limit),
         ]
-        try:
+        with broker_errors("breaker update failed"):
             spend_text, added = self._script(keys=[keys.breaker_window(start)], args=args)
-        except redis.RedisError as error:
-            raise BrokerUnavailable(f"breaker update failed: {error}") from error
         spend = float(spend_text)
         self._publish(spend)
         return spend, bool(int(added))

@@ -25,6 +25,7 @@ from typing import Any, cast
 import redis
 
 from shared import keys
+from shared.broker import BROKER_ERRORS, broker_errors, open_client
 from shared.errors import BrokerUnavailable, EventsTrimmed, JobNotFound
 from shared.metrics import ERRORS
 from shared.settings import JobSettings
@@ -69,7 +70,6 @@ HUB_POLL_SECONDS = 1.0
 HUB_RETRY_SECONDS = 0.5
 RESYNC_SECONDS = 5.0
 DEFAULT_PING_SECONDS = 20.0
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 
 def event_body(job_id: str, type_: str, payload: dict[str, Any]) -> str:
@@ -91,10 +91,8 @@ class EventLog:
         """Record one event; returns its seq. JobNotFound when the job record is gone."""
         args: list[str | int] = [keys.job_channel(job_id), event_body(job_id, type_, payload),
                 self.settings.stream_maxlen, self.settings.retention_seconds]
-        try:
+        with broker_errors(f"cannot emit {type_} event"):
             seq = int(self._emit(keys=[keys.job(job_id), keys.job_events(job_id)], args=args))
-        except REDIS_ERRORS as error:
-            raise BrokerUnavailable(f"cannot emit {type_} event: {error}") from error
         if seq < 0:
             raise JobNotFound(job_id)
         return seq
@@ -102,11 +100,9 @@ class EventLog:
 
 def replay(redis_client: redis.Redis, job_id: str, after: int = 0) -> list[dict[str, Any]]:
     """The job's stored events with seq > `after`, in order."""
-    try:
+    with broker_errors(f"cannot read events of {job_id}"):
         entries = cast(list[tuple[str, dict[str, str]]],
                        redis_client.xrange(keys.job_events(job_id), min=str(after + 1), max="+"))
-    except REDIS_ERRORS as error:
-        raise BrokerUnavailable(f"cannot read events of {job_id}: {error}") from error
     return [json.loads(fields[STREAM_FIELD]) for _, fields in entries]
 
 
@@ -157,11 +153,8 @@ class EventHub:
     every subscription to replay what it may have missed.
     """
 
-    def __init__(self, redis_source: str | redis.ConnectionPool) -> None:
-        if isinstance(redis_source, str):
-            self._client = redis.Redis.from_url(redis_source, decode_responses=True)
-        else:
-            self._client = redis.Redis(connection_pool=redis_source)
+    def __init__(self, redis_source: str | redis.Redis) -> None:
+        self._client = open_client(redis_source) if isinstance(redis_source, str) else redis_source
         self._subs: dict[str, set[Subscription]] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -214,7 +207,7 @@ class EventHub:
         while not self._stopped.is_set():
             try:
                 self._listen()
-            except REDIS_ERRORS + (OSError,) as error:
+            except BROKER_ERRORS + (OSError,) as error:
                 log.warning("event hub lost the broker, reconnecting", extra={"error": str(error)})
             except Exception:  # the thread must outlive it: every socket of the process needs it
                 ERRORS.labels(type="event_hub").inc()
@@ -282,10 +275,8 @@ def read_events(
     When the next event it needs was trimmed from the stream (JOBS_STREAM_MAXLEN), the
     iterator raises EventsTrimmed after the events before the hole.
     """
-    try:
+    with broker_errors(f"cannot read job {job_id}"):
         exists = redis_client.exists(keys.job(job_id), keys.job_events(job_id))
-    except REDIS_ERRORS as error:
-        raise BrokerUnavailable(f"cannot read job {job_id}: {error}") from error
     if not exists:
         raise JobNotFound(job_id)
     return _follow(redis_client, job_id, after, hub, ping, idle_timeout, ping_interval)
@@ -373,11 +364,12 @@ class PrivateSubscription:
         self.job_id = job_id
         self._pubsub = redis_client.pubsub()
         try:
-            self._pubsub.subscribe(keys.job_channel(job_id))
-            self._await_confirmation()
-        except REDIS_ERRORS as error:
+            with broker_errors(f"cannot subscribe to {job_id}"):
+                self._pubsub.subscribe(keys.job_channel(job_id))
+                self._await_confirmation()
+        except BrokerUnavailable:
             self._pubsub.close()
-            raise BrokerUnavailable(f"cannot subscribe to {job_id}: {error}") from error
+            raise
 
     def _await_confirmation(self) -> None:
         # Replaying before the server confirms could miss an event published in between.
@@ -393,8 +385,11 @@ class PrivateSubscription:
         while (left := deadline - time.monotonic()) > 0:
             try:
                 message = self._pubsub.get_message(timeout=left)
-            except REDIS_ERRORS:
-                return None  # the caller replays from the stream after a quiet period
+            except BROKER_ERRORS as error:  # the caller replays the stream after a quiet period
+                ERRORS.labels(type="private_subscription").inc()
+                log.warning("private subscription lost the broker; replaying from the stream",
+                            extra={"job_id": self.job_id, "error": str(error)})
+                return None
             if message is not None and message["type"] == "message":
                 return dict(json.loads(message["data"]))
         return None

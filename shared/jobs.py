@@ -12,22 +12,21 @@ script (`create_answered`).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, cast
 
 import redis
 
 from shared import events, keys, metrics
 from shared.breaker import SETTLE_FUNCTION, spend_window
+from shared.broker import BROKER_ERRORS, broker_errors
 from shared.errors import BrokerUnavailable, InvalidTransition, JobNotFound
-from shared.events import REDIS_ERRORS, EventHub, EventLog, PrivateSubscription, Subscription
+from shared.events import EventHub, EventLog, PrivateSubscription, Subscription
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,23 +128,6 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def broker_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn Redis connection and timeout errors into BrokerUnavailable (the web answers 503)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except REDIS_ERRORS as error:
-            raise BrokerUnavailable(f"broker Redis unavailable: {error}") from error
-
-    return wrapper
-
-
 def valid_job_id(job_id: object) -> bool:
     """True for a canonical UUID string (the only ids ragq hands out)."""
     if not isinstance(job_id, str):
@@ -238,7 +220,7 @@ class JobStore:
         self._answered = redis_client.register_script(_ANSWERED_SCRIPT)
 
     # --- clients' API -------------------------------------------------------------------
-    @broker_errors
+    @broker_errors()
     def create(self, *, owner: str, query: str, top_k: int, request_id: str) -> dict[str, Any]:
         """A new queued job owned by `owner`; emits status `queued` (seq 1)."""
         job_id = str(uuid.uuid4())
@@ -261,7 +243,7 @@ class JobStore:
             raise
         return view(raw, self.queue_position(job_id))
 
-    @broker_errors
+    @broker_errors()
     def create_answered(
         self, *, owner: str, query: str, top_k: int, request_id: str,
         result: dict[str, Any], metrics: dict[str, Any], cache: dict[str, Any],
@@ -288,7 +270,7 @@ class JobStore:
                              keys.STATUS_COUNTS], args=args)
         return record
 
-    @broker_errors
+    @broker_errors()
     def get(self, job_id: str, owner: str | None = None) -> dict[str, Any]:
         """The job's record; JobNotFound for unknown ids and for another owner's job."""
         raw = self._raw(job_id, owner)
@@ -297,7 +279,7 @@ class JobStore:
             raw = self._raw(job_id, owner)
         return view(raw, self.queue_position(job_id))
 
-    @broker_errors
+    @broker_errors()
     def list_for(
         self, owner: str, offset: int = 0, limit: int = 20
     ) -> tuple[list[dict[str, Any]], int]:
@@ -321,7 +303,7 @@ class JobStore:
                 records.append(view(raw, self.queue_position(raw["id"])))
         return records, cast(int, self.redis.zcard(index))
 
-    @broker_errors
+    @broker_errors()
     def cancel(self, job_id: str, owner: str) -> dict[str, Any]:
         """Queued: cancelled now, never runs. Running: flag the worker checks between tokens.
 
@@ -335,17 +317,17 @@ class JobStore:
         self._flag(keys=[keys.job(job_id)], args=[CANCEL_FIELD])
         return self.get(job_id, owner)
 
-    @broker_errors
+    @broker_errors()
     def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to run; None when the job is not queued."""
         rank = cast(int | None, self.redis.zrank(keys.QUEUED, job_id))
         return None if rank is None else rank + 1
 
-    @broker_errors
+    @broker_errors()
     def queue_depth(self) -> int:
         return cast(int, self.redis.zcard(keys.QUEUED))
 
-    @broker_errors
+    @broker_errors()
     def status_counts(self) -> dict[str, int]:
         """Jobs queued and running now, and final statuses reached since the broker started."""
         with self.redis.pipeline(transaction=False) as pipe:
@@ -367,7 +349,7 @@ class JobStore:
                     return record if record["status"] in FINAL else None
                 self._until_terminal(sub, min(left, WAIT_RECHECK_SECONDS))
 
-    @broker_errors
+    @broker_errors()
     def set_internal(self, job_id: str, fields: dict[str, str]) -> None:
         """Store fields for the worker (the cache's query embedding) that clients never see."""
         self.redis.hset(keys.job(job_id), mapping=cast("dict[Any, Any]", fields))
@@ -380,12 +362,12 @@ class JobStore:
                 pipe.zrem(keys.QUEUED, job_id)
                 pipe.zrem(keys.owner_jobs(owner), job_id)
                 pipe.execute()
-        except REDIS_ERRORS as error:
+        except BROKER_ERRORS as error:
             metrics.ERRORS.labels(type="job_discard").inc()
             log.warning("cannot discard unsent job", extra={"job_id": job_id, "error": str(error)})
 
     # --- worker's API -------------------------------------------------------------------
-    @broker_errors
+    @broker_errors()
     def claim(self, job_id: str, node: str) -> Claim:
         """Take the job for `node`: queued (or running under a dead worker's lease) -> running."""
         raw = self._hash(job_id)
@@ -411,7 +393,7 @@ class JobStore:
             raw = self._hash(job_id)
         return self._claim_queued(job_id, node, raw)
 
-    @broker_errors
+    @broker_errors()
     def requeue_lost(self, job_id: str, attempt: int) -> dict[str, Any]:
         """A running job whose worker died: queued again, or failed once attempts are spent."""
         now = time.time()
@@ -424,7 +406,7 @@ class JobStore:
                                allowed_from=(Status.RUNNING,), expect_attempt=attempt,
                                reason="worker lost")
 
-    @broker_errors
+    @broker_errors()
     def stranded_jobs(self, older_than: float, limit: int = 100) -> list[tuple[str, str]]:
         """Requeued jobs (attempt >= 1) still queued `older_than` seconds after they were requeued
         or last sent: (job id, request id), at most `limit`. Each one's clock starts again, so
@@ -448,7 +430,7 @@ class JobStore:
                 break
         return stranded
 
-    @broker_errors
+    @broker_errors()
     def lost_jobs(self) -> list[tuple[str, int]]:
         """Running jobs whose lease expired: (job id, attempt) for the reaper."""
         lost = []
@@ -460,18 +442,18 @@ class JobStore:
                 lost.append((job_id, int(raw[1] or 0)))
         return lost
 
-    @broker_errors
+    @broker_errors()
     def renew_lease(self, job_id: str, node: str, attempt: int) -> bool:
         """Extend the lease; False when it is no longer ours (the job was taken from us)."""
         ms = int(self.jobs.lease_seconds * 1000)
         renewed = self._renew(keys=[keys.job_lease(job_id)], args=[lease_value(node, attempt), ms])
         return bool(renewed)
 
-    @broker_errors
+    @broker_errors()
     def cancel_requested(self, job_id: str) -> bool:
         return self.redis.hget(keys.job(job_id), CANCEL_FIELD) == "1"
 
-    @broker_errors
+    @broker_errors()
     def finish(
         self, job_id: str, status: Status, attempt: int, charge_eur: float = 0.0, **fields: Any
     ) -> dict[str, Any]:
@@ -489,7 +471,7 @@ class JobStore:
         return self.transition(job_id, status, stored, allowed_from=(Status.RUNNING,),
                                expect_attempt=attempt, charge_eur=charge_eur)
 
-    @broker_errors
+    @broker_errors()
     def transition(
         self,
         job_id: str,

@@ -18,8 +18,9 @@ from typing import Any
 import redis
 
 from shared import keys
+from shared.broker import broker_errors
 from shared.cache import Scope, normalise
-from shared.errors import BrokerUnavailable, JobNotFound
+from shared.errors import JobNotFound
 
 ACTIVE = frozenset({"queued", "running"})
 PENDING = "pending:"
@@ -103,8 +104,6 @@ class SingleFlight:
         return record if record.get("status") in ACTIVE else None
 
     def _call(self, script: Any, key: str, args: list[Any]) -> Any:
-        try:
+        with broker_errors("single-flight claim failed"):
             value = script(keys=[keys.inflight(key)], args=args)
-        except redis.RedisError as error:
-            raise BrokerUnavailable(f"single-flight claim failed: {error}") from error
         return value.decode() if isinstance(value, bytes) else value

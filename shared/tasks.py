@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import kombu.exceptions
-import redis
 from celery import Celery
 
 from shared import metrics
+from shared.broker import broker_errors
 from shared.errors import BrokerUnavailable
 from shared.jobs import JobStore
 from shared.settings import Settings
@@ -22,8 +22,8 @@ PROC_ALIVE_TIMEOUT_SECONDS = 300.0
 # Publishing retries briefly, so an unreachable broker becomes a 503 within about a second.
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.2,
                         "interval_max": 0.5}
-SEND_ERRORS = (kombu.exceptions.OperationalError, redis.ConnectionError, redis.TimeoutError,
-               OSError)
+# kombu's own errors (and a socket's) besides the broker errors shared/broker.py decides
+SEND_ERRORS = (kombu.exceptions.OperationalError, OSError)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -71,10 +71,8 @@ def make_client(settings: Settings) -> Celery:
 
 def send_generate(celery: Celery, job_id: str, request_id: str) -> None:
     """Queue the generation task of `job_id`; BrokerUnavailable when the broker cannot take it."""
-    try:
+    with broker_errors(f"cannot queue job {job_id}", also=SEND_ERRORS):
         celery.send_task(GENERATE_TASK, kwargs={"job_id": job_id, "request_id": request_id})
-    except SEND_ERRORS as error:
-        raise BrokerUnavailable(f"cannot queue job {job_id}: {error}") from error
 
 
 def submit_job(

@@ -9,7 +9,7 @@ from typing import Any, cast
 import redis
 
 from shared import keys
-from shared.jobs import broker_errors
+from shared.broker import broker_errors
 
 HEARTBEATS_PER_TTL = 3  # a report outlives this many missed heartbeats
 JSON_FIELDS = ("device",)
@@ -17,7 +17,7 @@ INT_FIELDS = ("pid", "parent_pid")
 PIPELINE_FIELDS = ("index_version", "model_id", "prompt_version")
 
 
-@broker_errors
+@broker_errors()
 def write_heartbeat(redis_client: redis.Redis, report: dict[str, Any], interval: float) -> None:
     """Store `report` (node, pid, pipeline_loaded, device, ...) for HEARTBEATS_PER_TTL intervals."""
     stored = {name: json.dumps(value) if name in JSON_FIELDS else str(value)
@@ -30,14 +30,14 @@ def write_heartbeat(redis_client: redis.Redis, report: dict[str, Any], interval:
         pipe.execute()
 
 
-@broker_errors
+@broker_errors()
 def publish_pipeline_info(redis_client: redis.Redis, info: dict[str, str]) -> None:
     """What the workers serve (index_version, model_id, prompt_version): scopes cache entries."""
     fields = {name: info[name] for name in PIPELINE_FIELDS}
     redis_client.hset(keys.PIPELINE_INFO, mapping=cast("dict[Any, Any]", fields))
 
 
-@broker_errors
+@broker_errors()
 def pipeline_info(redis_client: redis.Redis) -> dict[str, str]:
     """The last published pipeline info; empty before any worker loaded its pipeline."""
     return cast(dict[str, str], redis_client.hgetall(keys.PIPELINE_INFO))
@@ -54,7 +54,7 @@ def _decode(raw: dict[str, str]) -> dict[str, Any]:
     return report
 
 
-@broker_errors
+@broker_errors()
 def list_workers(redis_client: redis.Redis) -> list[dict[str, Any]]:
     """Live workers' reports (node, pid, pipeline_loaded, device, index_version, model_id,
     prompt_version, last_seen), sorted by node."""

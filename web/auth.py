@@ -17,7 +17,7 @@ from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Forbidden, Unauthorized
 
 from shared import keys
-from shared.errors import BrokerUnavailable
+from shared.broker import broker_errors
 from shared.settings import AuthSettings
 
 KEY_HEADER = "X-API-Key"
@@ -58,19 +58,15 @@ def require_owner(settings: AuthSettings) -> str:
 def issue_ticket(client: redis.Redis, owner: str, ttl_seconds: int) -> str:
     """A fresh random ticket that stands for `owner` for `ttl_seconds`, once."""
     ticket = secrets.token_urlsafe(32)
-    try:
+    with broker_errors("cannot issue a ticket"):
         client.set(keys.ws_ticket(ticket), owner, ex=ttl_seconds)
-    except redis.RedisError as error:
-        raise BrokerUnavailable(str(error)) from error
     return ticket
 
 
 def redeem_ticket(client: redis.Redis, ticket: str) -> str:
     """The ticket's owner; the ticket is gone afterwards. Unauthorized when unknown or used."""
-    try:
+    with broker_errors("cannot redeem a ticket"):
         owner = client.getdel(keys.ws_ticket(ticket))
-    except redis.RedisError as error:
-        raise BrokerUnavailable(str(error)) from error
     if owner is None:
         raise Unauthorized("unknown, expired or already used ticket")
     return owner.decode() if isinstance(owner, bytes) else str(owner)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from flask import Flask, Response, current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
+from shared.broker import broker_errors
 from shared.errors import BrokerUnavailable
 from shared.workers import list_workers
 from web.problems import problem, retry_after
@@ -27,16 +27,14 @@ def register_stats(app: Flask, name: str, section: Callable[[], dict[str, Any] |
 
 
 def _workers() -> list[dict[str, Any]]:
-    try:
-        return list(list_workers(resources().redis))
-    except redis.RedisError as error:
-        raise BrokerUnavailable(str(error)) from error
+    return list(list_workers(resources().redis))
 
 
 def _broker_reachable() -> bool:
     try:
-        return bool(resources().redis.ping())
-    except redis.RedisError:
+        with broker_errors("broker ping failed"):
+            return bool(resources().redis.ping())
+    except BrokerUnavailable:
         return False
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 
-import redis
 from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -39,7 +38,7 @@ def _refresh_broker_gauges() -> None:
         QUEUE_DEPTH.set(resources().store.queue_depth())
         WORKERS_ONLINE.set(len(list_workers(resources().redis)))
         caching.current().breaker.state()
-    except (BrokerUnavailable, redis.RedisError) as error:
+    except BrokerUnavailable as error:
         ERRORS.labels(type="metrics_broker").inc()
         log.warning("metrics scrape cannot read the broker; its gauges keep their last values",
                     extra={"error": str(error)})

@@ -10,12 +10,12 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-import redis
 from flask import Flask, Response, current_app, json
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
+from shared.broker import BROKER_ERRORS
 from shared.errors import BrokerUnavailable, BudgetExceeded, JobNotFound, QueueFull
 from shared.metrics import ERRORS
 from web.request_ids import current_request_id
@@ -84,7 +84,7 @@ def _not_found(error: JobNotFound) -> Response:
     return problem(404, "no such job", slug="job-not-found", title="Job not found")
 
 
-def _broker_down(error: BrokerUnavailable | redis.ConnectionError | redis.TimeoutError) -> Response:
+def _broker_down(error: Exception) -> Response:
     log.warning("broker unavailable: %s", error)
     return problem(503, "the job broker is unreachable; retry shortly", slug="broker-unavailable",
                    title="Service unavailable", headers=retry_after(BROKER_RETRY_AFTER_SECONDS))
@@ -110,8 +110,8 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(WebsocketMismatch, _websocket_only)
     app.register_error_handler(JobNotFound, _not_found)
     app.register_error_handler(BrokerUnavailable, _broker_down)
-    app.register_error_handler(redis.ConnectionError, _broker_down)
-    app.register_error_handler(redis.TimeoutError, _broker_down)
+    for broker_error in BROKER_ERRORS:  # a broker error that no call site translated
+        app.register_error_handler(broker_error, _broker_down)
     app.register_error_handler(BudgetExceeded, _budget)
     app.register_error_handler(QueueFull, _queue_full)
     app.register_error_handler(Exception, _unexpected)

@@ -14,6 +14,7 @@ from celery import Celery
 from flask import Flask, current_app
 from redis import Redis
 
+from shared.broker import connect
 from shared.events import EventHub
 from shared.jobs import JobStore
 from shared.settings import Settings
@@ -39,14 +40,7 @@ class Resources:
 
     @property
     def redis(self) -> Redis:
-        return self._once("redis", self._connect)  # type: ignore[no-any-return]
-
-    def _connect(self) -> Redis:
-        return Redis.from_url(
-            self.settings.broker.url, decode_responses=True,
-            socket_connect_timeout=self.settings.broker.connect_timeout_seconds,
-            health_check_interval=30,
-        )
+        return self._once("redis", lambda: connect(self.settings.broker))  # type: ignore[no-any-return]
 
     @property
     def store(self) -> JobStore:
@@ -61,7 +55,7 @@ class Resources:
     @property
     def hub(self) -> EventHub:
         """This process's one pub/sub connection; its thread starts on first subscribe."""
-        return self._once("hub", lambda: EventHub(self.settings.broker.url))  # type: ignore[no-any-return]
+        return self._once("hub", lambda: EventHub(connect(self.settings.broker)))  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Stop the hub's thread, if it was started (an app torn down inside a running process)."""

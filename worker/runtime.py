@@ -20,6 +20,7 @@ from celery import Celery
 from prometheus_client import start_http_server
 
 from shared import events, keys, metrics
+from shared.broker import connect
 from shared.errors import InvalidTransition, JobNotFound, RagqError
 from shared.jobs import JobStore, Status
 from shared.pricing import cost_eur
@@ -275,8 +276,7 @@ def start(settings: Settings, celery: Celery, node: str) -> Runtime:
     """Build this process's runtime: load the pipeline once, start the background threads."""
     global _runtime
     pipeline = load_pipeline(settings.pipeline)
-    client = redis.Redis.from_url(settings.broker.url, decode_responses=True,
-                                  socket_connect_timeout=settings.broker.connect_timeout_seconds)
+    client = connect(settings.broker)
     _runtime = Runtime(settings, pipeline, client, celery, node)
     _runtime.aftercare = Aftercare(settings, client, _runtime.pipeline_info())
     _runtime.start_background()
