@@ -7,7 +7,7 @@ import json
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,7 +24,7 @@ from worker.pipeline import load_pipeline
 from worker.pipeline.generator import resolve_device
 from worker.pipeline.index import build_index
 from worker.pipeline.ingest import load_squad, squad_source
-from worker.pipeline.prompt import strip_citations
+from worker.pipeline.prompt import NO_ANSWER, strip_citations
 from worker.pipeline.retrieval import Retriever, load_retriever
 from worker.pipeline.types import Answer
 
@@ -159,16 +159,59 @@ def article_metrics(
     return report
 
 
-def evaluate_answers(answer: Callable[[str], Answer], questions: list[Question]) -> dict[str, Any]:
-    """Exact match and token F1 of generated answers, with mean time to first token and tokens/s."""
-    results = [(answer(q.text), q) for q in questions]
-    return {
-        "questions": len(results),
-        "exact_match": round(mean(exact_match(a.answer, q.answers) for a, q in results), 4),
-        "f1": round(mean(token_f1(a.answer, q.answers) for a, q in results), 4),
-        "mean_ttft_s": round(mean(a.ttft_s for a, _ in results), 3),
-        "mean_tokens_per_s": round(mean(a.tokens_per_s for a, _ in results), 2),
+def unanswerable_questions(path: Path) -> list[str]:
+    """The file's unanswerable (SQuAD v2 `is_impossible`) questions, in file order."""
+    data = load_squad(path)
+    return [
+        qa["question"]
+        for article in data["data"]
+        for paragraph in article["paragraphs"]
+        for qa in paragraph["qas"]
+        if qa.get("is_impossible")
+    ]
+
+
+def gold_contained(prediction: str, truths: Sequence[str]) -> float:
+    """1.0 when a reference answer occurs in the prediction as whole words (both normalised)."""
+    padded = f" {normalize_answer(prediction)} "
+    return float(any(f" {normalize_answer(truth)} " in padded for truth in truths))
+
+
+def abstained(prediction: str) -> bool:
+    """Whether the answer is (or holds) the prompt's fixed no-answer sentence."""
+    return normalize_answer(NO_ANSWER) in normalize_answer(prediction)
+
+
+def evaluate_answers(
+    answer: Callable[[str], Answer], questions: list[Question], unanswerable: Sequence[str] = ()
+) -> dict[str, Any]:
+    """EM, token F1 and gold-contained share of answers to answerable questions (citation
+    markers stripped first), abstention on unanswerable ones, finish reasons, TTFT and tokens/s."""
+    answered = [answer(q.text) for q in questions]
+    texts = [strip_citations(a.answer) for a in answered]
+    pairs = list(zip(texts, [q.answers for q in questions], strict=True))
+    refused = [answer(q) for q in unanswerable]
+    every = answered + refused
+    report: dict[str, Any] = {
+        "questions": len(answered),
+        "scoring": "citation markers such as [1] are stripped before scoring",
+        "exact_match": _mean(exact_match(text, truths) for text, truths in pairs),
+        "f1": _mean(token_f1(text, truths) for text, truths in pairs),
+        "gold_contained": _mean(gold_contained(text, truths) for text, truths in pairs),
+        "abstained_when_answerable": _mean(float(abstained(t)) for t in texts),
+        "unanswerable_questions": len(refused),
+        "abstention": _mean(float(abstained(a.answer)) for a in refused) if refused else None,
+        "finish_reasons": dict(Counter(str(a.finish_reason) for a in every)),
+        "loops": sum(a.finish_reason == FinishReason.LOOP for a in every),
+        "cited_share": _mean(float(any(s.cited for s in a.sources)) for a in answered),
+        "mean_ttft_s": round(mean(a.ttft_s for a in every), 3),
+        "mean_tokens_per_s": round(mean(a.tokens_per_s for a in every), 2),
     }
+    return report
+
+
+def _mean(values: Iterable[float]) -> float:
+    return round(mean(values), 4)
 
 
 def run_eval(squad: Path, settings: PipelineSettings, answers: int = 0) -> dict[str, Any]:
@@ -196,7 +239,7 @@ def run_eval(squad: Path, settings: PipelineSettings, answers: int = 0) -> dict[
         ask = partial(pipeline.query, top_k=settings.top_k)
         report["answers"] = {
             "model": pipeline.model_id,
-            **evaluate_answers(ask, questions[:answers]),
+            **evaluate_answers(ask, questions[:answers], unanswerable_questions(squad)[:answers]),
         }
     return report
 

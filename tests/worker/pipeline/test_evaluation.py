@@ -8,12 +8,15 @@ from shared.jobs import FinishReason
 from worker.pipeline.evaluation import (
     QaQuestion,
     Question,
+    abstained,
     answerable_questions,
     article_metrics,
+    evaluate_answers,
     evaluate_qa,
     exact_match,
     fact_found,
     first_rank,
+    gold_contained,
     load_qa,
     normalize_answer,
     normalize_text,
@@ -22,6 +25,7 @@ from worker.pipeline.evaluation import (
     stage_metrics,
     token_f1,
 )
+from worker.pipeline.prompt import NO_ANSWER
 from worker.pipeline.types import Answer
 
 from .helpers import write_squad
@@ -226,3 +230,34 @@ def test_evaluate_qa_report() -> None:
     second = report["results"][1]
     assert second["facts_missing"] == ["partial answer"] and second["finish_reason"] == "loop"
     assert [r["correct"] for r in report["results"]] == [True, False, True]
+
+
+def test_gold_contained_needs_the_reference_as_whole_words() -> None:
+    assert gold_contained("The Norse leader was Rollo.", ["Rollo"]) == 1.0
+    assert gold_contained("It was in the 10th century", ["10th century", "x"]) == 1.0
+    assert gold_contained("Catholicism", ["Catholic"]) == 0.0
+
+
+def test_abstention_is_the_fixed_sentence_anywhere_in_the_answer() -> None:
+    assert abstained(NO_ANSWER) and abstained(f"{NO_ANSWER.lower()} [1]")
+    assert not abstained("Rollo led them.")
+
+
+def test_evaluate_answers_scores_without_citations_and_counts_abstention() -> None:
+    questions = [
+        Question("Who led them?", "s0", ["Rollo"], "Normans"),
+        Question("Which century?", "s1", ["10th century"], "Normans"),
+    ]
+    replies = {
+        "Who led them?": answer("Rollo [1]"),
+        "Which century?": answer(NO_ANSWER),
+        "Who wrote Dune?": answer(NO_ANSWER),
+        "Who painted it?": answer("Monet painted it, painted it, painted it", FinishReason.LOOP),
+    }
+    report = evaluate_answers(
+        lambda q: replies[q], questions, ["Who wrote Dune?", "Who painted it?"]
+    )
+    assert report["exact_match"] == 0.5 and report["gold_contained"] == 0.5  # "[1]" stripped
+    assert report["abstained_when_answerable"] == 0.5
+    assert report["unanswerable_questions"] == 2 and report["abstention"] == 0.5
+    assert report["loops"] == 1 and report["finish_reasons"] == {"stop": 3, "loop": 1}
