@@ -32,12 +32,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.cache import SemanticCache, scope_for  # noqa: E402
+from shared.cache import scope_for  # noqa: E402
 from shared.embedding import Embedder  # noqa: E402
 from shared.settings import CacheSettings, PipelineSettings  # noqa: E402
 from shared.workers import publish_pipeline_info  # noqa: E402
 from tests.support.gunicorn import GunicornServer  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
+from web.semantic_cache import SemanticCache  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEY = "bench-key"

@@ -35,11 +35,12 @@ from sentence_transformers.util import batch_to_device
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared import keys  # noqa: E402
-from shared.cache import Scope, SemanticCache, decode_vector  # noqa: E402
+from shared.cache import Scope, decode_vector  # noqa: E402
 from shared.embedding import Embedder  # noqa: E402
 from shared.settings import CacheSettings  # noqa: E402
-from shared.verify import WordVectors  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
+from web.semantic_cache import SemanticCache  # noqa: E402
+from web.verify import WordVectors  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCOPE = Scope("bench", "bench", "v1", 5)

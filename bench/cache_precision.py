@@ -7,7 +7,7 @@ neighbours >= threshold, then the verification stage) over a threshold sweep.
 
     .venv/bin/python bench/cache_precision.py [--pairs PATH] [--name RESULTS_NAME]
 
-The held-out pairs: --pairs tests/shared/data/cache_pairs_extra.jsonl --name cache_precision_extra
+The held-out pairs: --pairs tests/web/data/cache_pairs_extra.jsonl --name cache_precision_extra
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.cache import Scope, SemanticCache  # noqa: E402
+from shared.cache import Scope  # noqa: E402
 from shared.embedding import Embedder  # noqa: E402
 from shared.settings import CacheSettings  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
+from web.semantic_cache import SemanticCache  # noqa: E402
 
 PAIRS = Path(__file__).resolve().parents[2] / "shared/data/cache-pairs/dev_pairs.jsonl"
 THRESHOLDS = (0.80, 0.82, 0.85, 0.88, 0.90, 0.92, 0.95, 0.98)

@@ -21,9 +21,10 @@ from celery import Celery  # noqa: E402
 from shared.events import EventHub  # noqa: E402
 from shared.jobs import JobStore  # noqa: E402
 from shared.settings import Settings, load_settings  # noqa: E402
-from shared.tasks import make_client, submit_job  # noqa: E402
+from shared.tasks import make_client  # noqa: E402
 from tests.support.celery import WorkerProcess, start_worker, worker_env  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
+from web.submit import submit_job  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1,6 +1,7 @@
-"""The Celery client configuration both sides use, the task name, and job submission.
+"""The Celery configuration both sides use, the task name, and sending the task.
 
 The web sends tasks by name through `make_client()`; it never imports `worker/` or a model.
+The worker's reaper sends again the task of a job whose worker died.
 """
 
 from __future__ import annotations
@@ -10,10 +11,7 @@ from typing import Any
 import kombu.exceptions
 from celery import Celery
 
-from shared import metrics
 from shared.broker import broker_errors
-from shared.errors import BrokerUnavailable
-from shared.jobs import JobStore
 from shared.settings import Settings
 
 GENERATE_TASK = "ragq.generate"
@@ -73,25 +71,3 @@ def send_generate(celery: Celery, job_id: str, request_id: str) -> None:
     """Queue the generation task of `job_id`; BrokerUnavailable when the broker cannot take it."""
     with broker_errors(f"cannot queue job {job_id}", also=SEND_ERRORS):
         celery.send_task(GENERATE_TASK, kwargs={"job_id": job_id, "request_id": request_id})
-
-
-def submit_job(
-    store: JobStore, celery: Celery, *, owner: str, query: str, top_k: int, request_id: str,
-    internal: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Create the job record and send its task; the returned record is queued.
-
-    `internal`: extra fields for the worker, kept in the job hash but never shown to clients
-    (the cache's query embedding). BrokerUnavailable when the broker Redis cannot be reached
-    (the record is then removed).
-    """
-    record = store.create(owner=owner, query=query, top_k=top_k, request_id=request_id)
-    try:
-        if internal:
-            store.set_internal(record["id"], internal)
-        send_generate(celery, record["id"], request_id)
-    except BrokerUnavailable:
-        store.discard(record["id"], owner)
-        raise
-    metrics.JOBS_SUBMITTED.inc()
-    return record

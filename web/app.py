@@ -14,7 +14,6 @@ from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 from web import (
     bodies,
-    caching,
     health,
     jobs,
     observability,
@@ -46,7 +45,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     resources.init_app(app, settings)
-    caching.init_app(app, settings)
     request_ids.init_app(app)
     bodies.init_app(app, settings.api.max_body_bytes)
     problems.init_app(app)

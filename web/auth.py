@@ -1,4 +1,4 @@
-"""API keys, owners and WebSocket tickets.
+"""API keys, owners and WebSocket tickets; the preamble of every keyed route.
 
 A job belongs to the key that made it, recorded only as a hash of the key (the key is never
 stored). Browsers cannot set headers on a WebSocket, so they trade their key for a short-lived,
@@ -13,14 +13,20 @@ import secrets
 
 import redis
 from flask import g, request
+from flask_openapi3.types import ResponseDict
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Forbidden, Unauthorized
 
 from shared import keys
 from shared.broker import broker_errors
 from shared.settings import AuthSettings
+from web.bodies import check_body
+from web.resources import settings
+from web.schemas import ProblemOut
 
 KEY_HEADER = "X-API-Key"
+SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}]
+PROBLEMS: ResponseDict = {status: ProblemOut for status in (401, 404, 422, 429, 503)}
 ANONYMOUS = "anonymous"
 _CHALLENGE = WWWAuthenticate("ApiKey", {"header": KEY_HEADER})
 
@@ -53,6 +59,12 @@ def require_owner(settings: AuthSettings) -> str:
     """Authenticate the current request by its header; the owner is kept on `g`."""
     g.owner = owner_for_key(settings, request.headers.get(KEY_HEADER))
     return str(g.owner)
+
+
+def authenticate() -> None:
+    """A keyed blueprint's before_request: the caller's key first, then the request body."""
+    require_owner(settings().auth)
+    check_body()
 
 
 def issue_ticket(client: redis.Redis, owner: str, ttl_seconds: int) -> str:

@@ -69,6 +69,6 @@ def child_exit(server: Any, worker: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """Warm each worker's cache embedder, so no request (and no latency alert) pays the load."""
-    from web.caching import warm_up
+    from web.resources import warm_up
 
     warm_up(worker.wsgi)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify
+from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from shared.broker import broker_errors
@@ -16,14 +15,8 @@ from web.resources import resources
 from web.schemas import ProblemOut
 
 READY_RETRY_AFTER_SECONDS = 5
-STATS_SECTIONS = "ragq.stats_sections"
 
 bp = APIBlueprint("health", __name__, url_prefix="/health", abp_tags=[Tag(name="health")])
-
-
-def register_stats(app: Flask, name: str, section: Callable[[], dict[str, Any] | None]) -> None:
-    """Add a section (e.g. cache, breaker) to /health/stats; `section()` runs per request."""
-    app.extensions.setdefault(STATS_SECTIONS, {})[name] = section
 
 
 def _workers() -> list[dict[str, Any]]:
@@ -75,13 +68,13 @@ def device_report(worker: dict[str, Any]) -> dict[str, Any]:
 
 @bp.get("/stats")
 def stats() -> Response:
-    """Queue depth, workers, jobs by status, and the sections other parts register."""
-    store = resources().store
+    """Queue depth, workers, jobs by status, the semantic cache and the cost breaker."""
+    found = resources()
     body: dict[str, Any] = {
-        "queue_depth": store.queue_depth(),
+        "queue_depth": found.store.queue_depth(),
         "workers": _workers(),
-        "jobs": store.status_counts(),
+        "jobs": found.store.status_counts(),
+        "cache": found.cache.stats() if found.settings.cache.enabled else None,
+        "breaker": found.breaker.state(),
     }
-    for name, section in current_app.extensions.get(STATS_SECTIONS, {}).items():
-        body[name] = section()
     return jsonify(body)

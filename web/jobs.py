@@ -12,10 +12,7 @@ from flask_openapi3.types import ResponseDict
 
 from shared import logs
 from shared.errors import BrokerUnavailable, BudgetExceeded, JobNotFound, QueueFull
-from shared.tasks import submit_job
-from web.auth import issue_ticket, require_owner
-from web.bodies import check_body
-from web.caching import answer_or_submit
+from web.auth import PROBLEMS, SECURITY, authenticate, issue_ticket
 from web.problems import invalid_fields
 from web.request_ids import current_request_id
 from web.resources import resources, settings
@@ -31,20 +28,14 @@ from web.schemas import (
     ProblemOut,
     Ticket,
 )
+from web.submit import submit
 
-SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}]
-PROBLEMS: ResponseDict = {status: ProblemOut for status in (401, 404, 422, 429, 503)}
 BODY_PROBLEMS: ResponseDict = {status: ProblemOut for status in (400, 413, 415)}
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 bp = APIBlueprint("jobs", __name__, url_prefix="/v1", abp_tags=[Tag(name="jobs")],
                   abp_security=SECURITY, abp_responses=PROBLEMS)
-
-
-@bp.before_request
-def _authenticate() -> None:
-    require_owner(settings().auth)
-    check_body()
+bp.before_request(authenticate)
 
 
 def links(job_id: str) -> dict[str, str]:
@@ -63,17 +54,6 @@ def _ws_scheme() -> str:
 def present(job: dict[str, Any]) -> dict[str, Any]:
     """A job record as the API shows it: the record plus its links."""
     return {**job, "links": links(str(job["id"]))}
-
-
-def submit(query: str, top_k: int | None) -> dict[str, Any]:
-    """The caller's job: a finished one from the cache (`cached: true`), or a queued one (its task
-    sent, or an identical job already in flight); the one path every submitting route takes."""
-    found = resources()
-    k = top_k or settings().pipeline.top_k
-    return answer_or_submit(query, k, lambda internal: submit_job(
-        found.store, found.celery, owner=g.owner, query=query, top_k=k,
-        request_id=current_request_id(), internal=internal,
-    ))
 
 
 def prefer_wait(prefer: str | None) -> float:

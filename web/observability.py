@@ -16,7 +16,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from shared.errors import BrokerUnavailable
 from shared.metrics import ERRORS, QUEUE_DEPTH, REQUESTS, WORKERS_ONLINE
 from shared.workers import list_workers
-from web import caching
 from web.resources import resources
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ def _refresh_broker_gauges() -> None:
     try:
         QUEUE_DEPTH.set(resources().store.queue_depth())
         WORKERS_ONLINE.set(len(list_workers(resources().redis)))
-        caching.current().breaker.state()
+        resources().breaker.state()
     except BrokerUnavailable as error:
         ERRORS.labels(type="metrics_broker").inc()
         log.warning("metrics scrape cannot read the broker; its gauges keep their last values",

@@ -10,13 +10,12 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from shared import logs
 from shared.metrics import QUERY_LATENCY
-from web.auth import require_owner
-from web.bodies import check_body
-from web.jobs import PROBLEMS, SECURITY, submit
+from web.auth import PROBLEMS, SECURITY, authenticate
 from web.problems import problem, retry_after
 from web.request_ids import current_request_id
 from web.resources import resources, settings
 from web.schemas import JobRequest, ProblemOut, QueryAnswer
+from web.submit import submit
 
 EXPIRED_RETRY_AFTER_SECONDS = 30
 # A job that ends without an answer: (HTTP status, problem slug, title).
@@ -28,12 +27,7 @@ _UNANSWERED = {
 
 bp = APIBlueprint("query", __name__, abp_tags=[Tag(name="query")], abp_security=SECURITY,
                   abp_responses=PROBLEMS)
-
-
-@bp.before_request
-def _authenticate() -> None:
-    require_owner(settings().auth)
-    check_body()
+bp.before_request(authenticate)
 
 
 @bp.post("/query", responses={200: QueryAnswer, 409: ProblemOut, 502: ProblemOut, 504: ProblemOut})

@@ -5,7 +5,7 @@ or is empty would otherwise be served to every paraphrase for the cache's whole 
 Both happen before the final transition (which also settles the job's breaker reservation,
 shared/jobs.py), so a client that repeats the question the moment it sees `done` finds the
 answer in the cache. Neither may cost the job its `done`: a failure is counted, logged and
-skipped (a cache Redis that is down is a skipped write inside SemanticCache already)."""
+skipped (a cache Redis that is down is a skipped write inside write_entry already)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import redis
 
 from shared import keys, metrics
 from shared.admission import record_duration
-from shared.cache import JOB_EMBEDDING_FIELD, SemanticCache, decode_vector, scope_for
+from shared.cache import JOB_EMBEDDING_FIELD, connect_cache, decode_vector, scope_for, write_entry
 from shared.jobs import FinishReason
 from shared.settings import Settings
 
@@ -31,7 +31,8 @@ class Aftercare:
         self, settings: Settings, broker: redis.Redis, pipeline_info: dict[str, str]
     ) -> None:
         self.broker = broker
-        self.cache = SemanticCache(settings.cache, None, settings.cache.redis_url, verifier=None)
+        self.cache_settings = settings.cache
+        self.cache = connect_cache(settings.cache)
         self.pipeline_info = pipeline_info
 
     def __call__(self, record: dict[str, Any], result: dict[str, Any]) -> None:
@@ -45,7 +46,8 @@ class Aftercare:
             embedding = self.broker.hget(keys.job(record["id"]), JOB_EMBEDDING_FIELD)
             if embedding:
                 scope = scope_for(self.pipeline_info, int(record["top_k"]))
-                self.cache.store(record["query"], scope, decode_vector(str(embedding)), result)
+                write_entry(self.cache, self.cache_settings, record["query"], scope,
+                            decode_vector(str(embedding)), result)
         except Exception as error:  # the job's done event matters more than its aftercare
             metrics.ERRORS.labels(type="aftercare").inc()
             log.warning("aftercare failed; the job ends succeeded without it",

@@ -15,8 +15,9 @@ from shared.errors import BrokerUnavailable, InvalidTransition, JobNotFound
 from shared.events import replay
 from shared.jobs import FINAL, JobStore, Status
 from shared.settings import load_settings
-from shared.tasks import make_client, submit_job
+from shared.tasks import make_client
 from tests.support.servers import RedisServer
+from web.submit import submit_job
 
 pytestmark = pytest.mark.integration
 

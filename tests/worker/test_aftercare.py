@@ -16,14 +16,16 @@ from prometheus_client import REGISTRY
 
 from shared import keys
 from shared.breaker import RESERVED_FIELD, WINDOW_FIELD, Breaker
-from shared.cache import JOB_EMBEDDING_FIELD, SemanticCache, encode_vector, scope_for
+from shared.cache import JOB_EMBEDDING_FIELD, encode_vector, scope_for
 from shared.events import read_events, replay
 from shared.jobs import JobStore
 from shared.settings import Settings, load_settings
-from shared.tasks import make_client, submit_job
+from shared.tasks import make_client
 from shared.workers import pipeline_info
 from tests.support.celery import start_worker, worker_env
 from tests.support.servers import RedisServer, free_port
+from web.semantic_cache import SemanticCache
+from web.submit import submit_job
 from worker.aftercare import Aftercare
 
 QUESTION = "What does the fake pipeline answer?"

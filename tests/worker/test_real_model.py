@@ -15,11 +15,12 @@ from shared.events import read_events
 from shared.jobs import JobStore
 from shared.pricing import cost_eur
 from shared.settings import load_settings
-from shared.tasks import make_client, submit_job
+from shared.tasks import make_client
 from shared.workers import list_workers
 from tests.support.celery import REPO_ROOT, WorkerProcess, worker_env
 from tests.support.celery import worker_factory as worker_factory  # noqa: F401 (fixture)
 from tests.support.servers import RedisServer
+from web.submit import submit_job
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,11 @@ from shared import keys
 from shared.events import read_events
 from shared.jobs import JobStore
 from shared.settings import load_settings
-from shared.tasks import make_client, submit_job
+from shared.tasks import make_client
 from tests.support.celery import WorkerProcess, worker_env
 from tests.support.celery import worker_factory as worker_factory  # noqa: F401 (fixture)
 from tests.support.servers import RedisServer
+from web.submit import submit_job
 
 pytestmark = pytest.mark.integration
 

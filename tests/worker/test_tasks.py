@@ -18,10 +18,11 @@ from shared.events import EventHub, read_events
 from shared.jobs import JobStore
 from shared.pricing import cost_eur
 from shared.settings import Settings, load_settings
-from shared.tasks import GENERATE_TASK, make_client, submit_job
+from shared.tasks import GENERATE_TASK, make_client
 from shared.workers import list_workers, pipeline_info
 from tests.support.celery import WorkerProcess, start_worker, worker_env
 from tests.support.servers import RedisServer, free_port
+from web.submit import submit_job
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """The verification on pairs from other domains than the dev pairs it was tuned beside.
 
-tests/shared/data/cache_pairs_extra.jsonl: 30 paraphrases and 30 near misses (cooking,
+tests/web/data/cache_pairs_extra.jsonl: 30 paraphrases and 30 near misses (cooking,
 medicine, software, sport, law, finance, ...) written for this test, after the guard's rules,
 word lists and default thresholds were fixed and without changing them afterwards: a held-out
 check of the default configuration. The rates are printed (`pytest -s`) and bounded.
@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.cache import Scope, SemanticCache
+from shared.cache import Scope
 from shared.embedding import Embedder
 from shared.settings import CacheSettings
 from tests.support.servers import RedisServer
+from web.semantic_cache import SemanticCache
 
 pytestmark = pytest.mark.integration
 

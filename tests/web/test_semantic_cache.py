@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from shared.cache import EXACT, SEMANTIC, Scope, SemanticCache
+from shared.cache import Scope
 from shared.embedding import Embedder
 from shared.metrics import CACHE_ERRORS
 from shared.settings import CacheSettings
 from tests.support.servers import RedisServer
+from web.semantic_cache import EXACT, SEMANTIC, SemanticCache
 
 pytestmark = pytest.mark.integration
 
@@ -214,7 +215,7 @@ def test_a_new_process_catches_up_with_a_large_cache_in_the_background(
 
     import numpy as np
 
-    from shared.cache import SYNC_BATCH
+    from web.semantic_cache import SYNC_BATCH
 
     writer = make_cache()
     vectors = np.random.default_rng(0).standard_normal((SYNC_BATCH * 2 + 100, embedder.dim))

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.cache import build_verifier
 from shared.settings import CacheSettings
-from shared.verify import (
+from web.semantic_cache import build_verifier
+from web.verify import (
     OTHER,
     PERSON,
     QUANTITY,

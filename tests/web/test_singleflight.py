@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,8 +14,8 @@ import redis
 from shared import keys
 from shared.cache import Scope
 from shared.errors import JobNotFound
-from shared.singleflight import SingleFlight, fingerprint
 from tests.support.servers import RedisServer
+from web.singleflight import SingleFlight, fingerprint
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,29 @@ class Jobs:
         return record
 
 
+def claim_or_make(flight: SingleFlight, key: str, jobs: Jobs,
+                  create: Callable[[], dict[str, Any]] | None = None) -> tuple[dict[str, Any], bool]:
+    """Claim, attach or make and bind, as web/submit.py does: (the job, whether attached)."""
+    while True:
+        claim = flight.claim(key)
+        if claim.holder is None:
+            break
+        try:
+            record: dict[str, Any] | None = jobs.load(claim.holder)
+        except JobNotFound:
+            record = None
+        if flight.attach(claim, record):
+            assert record is not None
+            return record, True
+    try:
+        made = (create or jobs.create)()
+    except BaseException:
+        flight.release(claim)
+        raise
+    flight.bind(claim, made["id"])
+    return made, False
+
+
 def test_fingerprint_ignores_case_and_spacing_but_not_owner_or_scope() -> None:
     base = fingerprint("Who built it?", SCOPE, "alice")
     assert fingerprint("  who BUILT it ", SCOPE, "alice") == base
@@ -58,7 +82,7 @@ def test_twenty_concurrent_identical_submissions_make_one_job(broker_redis: Redi
 
     def submit() -> tuple[str, bool]:
         barrier.wait()
-        record, attached = flight.submit(key, jobs.create, jobs.load)
+        record, attached = claim_or_make(flight, key, jobs)
         return record["id"], attached
 
     with ThreadPoolExecutor(max_workers=20) as pool:
@@ -73,9 +97,9 @@ def test_a_final_job_is_not_attached_to(broker_redis: RedisServer) -> None:
     jobs = Jobs(client)
     flight = SingleFlight(client, ttl_seconds=60)
     key = fingerprint("Who built the bridge?", SCOPE, "alice")
-    first, _ = flight.submit(key, jobs.create, jobs.load)
+    first, _ = claim_or_make(flight, key, jobs)
     client.hset(keys.job(first["id"]), "status", "succeeded")
-    second, attached = flight.submit(key, jobs.create, jobs.load)
+    second, attached = claim_or_make(flight, key, jobs)
     assert not attached and second["id"] != first["id"] and jobs.created == 2
     assert client.get(keys.inflight(key)) == second["id"]
 
@@ -89,5 +113,5 @@ def test_failed_create_releases_the_claim(broker_redis: RedisServer) -> None:
         raise RuntimeError("broker refused the task")
 
     with pytest.raises(RuntimeError, match="broker refused"):
-        flight.submit(key, broken, Jobs(client).load)
+        claim_or_make(flight, key, Jobs(client), broken)
     assert client.get(keys.inflight(key)) is None

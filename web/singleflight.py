@@ -1,10 +1,15 @@
 """Single-flight: identical cache misses in flight at once share one job.
 
 A miss's fingerprint is its normalised question, scope and owner. The first submission
-claims `keys.inflight(fingerprint)` (SET NX, first with a pending marker, then with its job
-id once the job exists); identical submissions meanwhile wait for the id and attach to that
-job while it is queued or running. A claim whose job is final is stale: it is dropped and the
-next identical miss queues a fresh job.
+claims `keys.inflight(fingerprint)` (SET NX, first with a pending marker, then, bound, with its
+job id once the job exists); identical submissions meanwhile wait for the id and attach to that
+job while it is queued or running. A claim whose job is final or gone is stale: attaching to it
+drops it, and the next identical miss queues a fresh job. web/submit.py drives it:
+
+    claim = flight.claim(key)          # ours, or an identical job's id, or neither
+    flight.attach(claim, record)       # the holder's job: in flight (True) or stale (dropped)
+    flight.bind(claim, job_id)         # our new job holds the claim
+    flight.release(claim)              # our job could not be made
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -20,7 +25,6 @@ import redis
 from shared import keys
 from shared.broker import broker_errors
 from shared.cache import Scope, normalise
-from shared.errors import JobNotFound
 
 ACTIVE = frozenset({"queued", "running"})
 PENDING = "pending:"
@@ -43,7 +47,16 @@ if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else
 return 1
 """
 
-JobLoader = Callable[[str], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What claim() found: our own claim (`token`, to bind to the job we make), the id of an
+    identical job holding it (`holder`), or neither (waited too long: go on without)."""
+
+    key: str
+    token: str | None = None
+    holder: str | None = None
 
 
 def fingerprint(question: str, scope: Scope, owner: str) -> str:
@@ -63,45 +76,38 @@ class SingleFlight:
         self._claim = client.register_script(_CLAIM_SCRIPT)
         self._swap = client.register_script(_SWAP_SCRIPT)
 
-    def submit(
-        self, key: str, create: Callable[[], dict[str, Any]], load: JobLoader
-    ) -> tuple[dict[str, Any], bool]:
-        """The job answering fingerprint `key` and whether it was already in flight: an active
-        job holding the claim (attached), else one made by `create()`. `load(job_id)` reads a
-        record (JobNotFound when gone)."""
+    def claim(self, key: str) -> Claim:
+        """Claim fingerprint `key`, or find the job holding it; an identical submission still
+        making its job is waited for, up to WAIT_LIMIT_SECONDS."""
         token = f"{PENDING}{uuid.uuid4().hex}"
         deadline = time.monotonic() + WAIT_LIMIT_SECONDS
         while time.monotonic() < deadline:
             holder = self._call(self._claim, key, [token, PENDING_TTL_SECONDS])
             if holder == token:
-                return self._create_claimed(key, token, create), False
+                return Claim(key, token=token)
             if not holder.startswith(PENDING):
-                record = self._load_active(holder, load)
-                if record is not None:
-                    return record, True
-                self._call(self._swap, key, [holder, "", 0])
-                continue
+                return Claim(key, holder=holder)
             time.sleep(WAIT_STEP_SECONDS)
-        return create(), False
+        return Claim(key)
 
-    def _create_claimed(
-        self, key: str, token: str, create: Callable[[], dict[str, Any]]
-    ) -> dict[str, Any]:
-        try:
-            record = create()
-        except BaseException:
-            self._call(self._swap, key, [token, "", 0])
-            raise
-        self._call(self._swap, key, [token, record["id"], self.ttl_seconds])
-        return record
+    def attach(self, claim: Claim, record: dict[str, Any] | None) -> bool:
+        """Whether the holder's job `record` (None: gone) is in flight to attach to; a stale
+        claim is dropped, so the next claim() can take it."""
+        if record is not None and record.get("status") in ACTIVE:
+            return True
+        if claim.holder is not None:
+            self._call(self._swap, claim.key, [claim.holder, "", 0])
+        return False
 
-    @staticmethod
-    def _load_active(job_id: str, load: JobLoader) -> dict[str, Any] | None:
-        try:
-            record = load(job_id)
-        except JobNotFound:
-            return None
-        return record if record.get("status") in ACTIVE else None
+    def bind(self, claim: Claim, job_id: str) -> None:
+        """Our claim now stands for job `job_id` (for as long as a job can be in flight)."""
+        if claim.token is not None:
+            self._call(self._swap, claim.key, [claim.token, job_id, self.ttl_seconds])
+
+    def release(self, claim: Claim) -> None:
+        """Give our claim up: the job it was for could not be made."""
+        if claim.token is not None:
+            self._call(self._swap, claim.key, [claim.token, "", 0])
 
     def _call(self, script: Any, key: str, args: list[Any]) -> Any:
         with broker_errors("single-flight claim failed"):

@@ -1,0 +1,177 @@
+"""Every submitting route's one path to a job, top to bottom.
+
+`submit()` answers a question with the caller's job:
+
+1. cache lookup: a hit becomes a finished job of the caller's (`cached: true`, the similarity,
+   the original question), stored with its events in one round trip; nothing is queued;
+2. breaker, then admission: a miss is refused (429 with Retry-After) while the window's spend
+   is at its limit or the queue is too deep;
+3. single-flight claim: an identical miss already in flight is attached to instead;
+4. reserve the job's estimated cost on the breaker;
+5. create the job record and send its task, carrying the query embedding so the worker can
+   cache the answer without embedding it again (a failure gives the reservation back);
+6. bind the claim to the new job.
+
+Logs one INFO line per job: "cache hit", "job attached" or "job queued".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from flask import g
+
+from shared import metrics
+from shared.breaker import RESERVED_FIELD, WINDOW_FIELD, Breaker, job_estimate_eur
+from shared.cache import JOB_EMBEDDING_FIELD, encode_vector, scope_for
+from shared.errors import BrokerUnavailable, JobNotFound
+from shared.jobs import METRIC_FIELDS, JobStore
+from shared.settings import Settings
+from shared.tasks import send_generate
+from web.request_ids import current_request_id
+from web.resources import Resources, resources
+from web.semantic_cache import CacheLookup
+from web.singleflight import Claim, SingleFlight, fingerprint
+
+log = logging.getLogger(__name__)
+
+CLAIM_TRIES = 3  # stale claims stepped over before a miss goes on without single-flight
+
+
+def submit(query: str, top_k: int | None) -> dict[str, Any]:
+    """The caller's job for `query`: a finished one from the cache, an identical one in flight,
+    or a new queued one."""
+    found = resources()
+    k = top_k or found.settings.pipeline.top_k
+    scope = scope_for(found.pipeline_info(), k)
+    lookup = CacheLookup(hit=False)
+    if found.settings.cache.enabled:
+        lookup = found.cache.lookup(query, scope)
+        if lookup.hit:
+            return answer_from_cache(found.store, query, k, lookup)
+    found.breaker.check()
+    found.admission.check()
+    claim, record = claim_or_attach(found, fingerprint(query, scope, g.owner))
+    if record is not None:
+        log.info("job attached", extra={"job_id": record["id"], "top_k": k})
+        return record
+    try:
+        reservation = Reservation.make(found.breaker, found.settings)
+        record = queue_reserved(found, query, k, lookup, reservation)
+    except BaseException:
+        found.single_flight.release(claim)
+        raise
+    found.single_flight.bind(claim, record["id"])
+    log.info("job queued", extra={"job_id": record["id"], "top_k": k})
+    return record
+
+
+def answer_from_cache(
+    store: JobStore, query: str, top_k: int, lookup: CacheLookup
+) -> dict[str, Any]:
+    """The caller's job answered from the cache: stored succeeded, with its events (status,
+    done), so its id, links, listing and stream work like any other job's."""
+    similarity = round(lookup.similarity, 4)
+    job_metrics: dict[str, Any] = dict.fromkeys(METRIC_FIELDS)
+    job_metrics.update(cached=True, cache_similarity=similarity, cost_eur=0.0, queue_wait_s=0.0)
+    record = store.create_answered(
+        owner=g.owner, query=query, top_k=top_k, request_id=current_request_id(),
+        result=lookup.payload or {}, metrics=job_metrics,
+        cache={"similarity": similarity, "question": lookup.question, "path": lookup.path},
+    )
+    log.info("cache hit", extra={"job_id": record["id"], "top_k": top_k,
+                                 "cache_path": lookup.path})
+    return record
+
+
+def claim_or_attach(found: Resources, key: str) -> tuple[Claim, dict[str, Any] | None]:
+    """Our claim on fingerprint `key` (no record), or an identical in-flight job to attach to."""
+    flight: SingleFlight = found.single_flight
+    for _ in range(CLAIM_TRIES):
+        claim = flight.claim(key)
+        if claim.holder is None:
+            return claim, None
+        record = _visible(found.store, claim.holder)
+        if flight.attach(claim, record):
+            return claim, record
+    return Claim(key), None
+
+
+def _visible(store: JobStore, job_id: str) -> dict[str, Any] | None:
+    try:
+        return store.get(job_id, owner=g.owner)
+    except JobNotFound:
+        return None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A job's estimated cost, held on the breaker until the job's final status settles it."""
+
+    estimate_eur: float
+    window: int
+
+    @classmethod
+    def make(cls, breaker: Breaker, settings: Settings) -> Reservation | None:
+        """Reserve the estimate (BudgetExceeded if the limit was reached meanwhile); None when
+        the breaker is off (check() reserves nothing then: nothing to settle)."""
+        if not settings.breaker.enabled:
+            return None
+        estimate = job_estimate_eur(settings.pipeline, settings.breaker)
+        window = breaker.window_start()
+        breaker.check(reserve_eur=estimate)
+        return cls(estimate, window)
+
+    def fields(self) -> dict[str, str]:
+        """The job hash fields from which its final transition settles the reservation."""
+        return {RESERVED_FIELD: repr(self.estimate_eur), WINDOW_FIELD: str(self.window)}
+
+    def give_back(self, breaker: Breaker) -> None:
+        """Settle at no cost: the job was never queued."""
+        with contextlib.suppress(BrokerUnavailable):  # the broker is what failed, maybe
+            breaker.charge(0.0, reserved_eur=self.estimate_eur, reserved_window=self.window)
+
+
+def queue_reserved(
+    found: Resources, query: str, top_k: int, lookup: CacheLookup, reservation: Reservation | None
+) -> dict[str, Any]:
+    """Create the job and send its task with what the worker needs: the reservation to settle,
+    the query embedding to cache. A submission that fails gives the reservation back."""
+    internal: dict[str, str] = {}
+    if lookup.embedding is not None:
+        internal[JOB_EMBEDDING_FIELD] = encode_vector(lookup.embedding)
+    if reservation is not None:
+        internal.update(reservation.fields())
+    try:
+        return submit_job(found.store, found.celery, owner=g.owner, query=query, top_k=top_k,
+                          request_id=current_request_id(), internal=internal)
+    except BaseException:
+        if reservation is not None:
+            reservation.give_back(found.breaker)
+        raise
+
+
+def submit_job(
+    store: JobStore, celery: Celery, *, owner: str, query: str, top_k: int, request_id: str,
+    internal: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Create the job record and send its task; the returned record is queued.
+
+    `internal`: extra fields for the worker, kept in the job hash but never shown to clients
+    (the cache's query embedding). BrokerUnavailable when the broker Redis cannot be reached
+    (the record is then removed).
+    """
+    record = store.create(owner=owner, query=query, top_k=top_k, request_id=request_id)
+    try:
+        if internal:
+            store.set_internal(record["id"], internal)
+        send_generate(celery, record["id"], request_id)
+    except BrokerUnavailable:
+        store.discard(record["id"], owner)
+        raise
+    metrics.JOBS_SUBMITTED.inc()
+    return record
