@@ -1,0 +1,71 @@
+"""The layering, read from the import graph of the source: web/ and worker/ stand on shared/,
+neither imports the other, shared/ imports neither, and shared/ holds only what both use."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("web", "worker", "shared")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules `path` imports, at module level or inside functions."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        found.update(name for name in names if name in modules)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {_module_name(path): path for package in PACKAGES
+             for path in (ROOT / package).rglob("*.py")}
+    modules = set(files)
+    return {name: _imports(path, modules) - {name} for name, path in files.items()}
+
+
+def _reached_from(package: str, graph: dict[str, set[str]]) -> set[str]:
+    seen: set[str] = set()
+    todo = [name for name in graph if name.split(".")[0] == package]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(graph[name])
+    return seen
+
+
+def _crossings(graph: dict[str, set[str]], source: str, target: str) -> list[str]:
+    return sorted(f"{name} -> {imported}" for name, imports in graph.items()
+                  if name.split(".")[0] == source
+                  for imported in imports if imported.split(".")[0] == target)
+
+
+def test_shared_imports_neither_web_nor_worker() -> None:
+    graph = import_graph()
+    assert _crossings(graph, "shared", "web") == []
+    assert _crossings(graph, "shared", "worker") == []
+
+
+def test_web_and_worker_do_not_import_each_other() -> None:
+    graph = import_graph()
+    assert _crossings(graph, "web", "worker") == []
+    assert _crossings(graph, "worker", "web") == []
+
+
+def test_shared_holds_only_modules_both_sides_import() -> None:
+    graph = import_graph()
+    both = _reached_from("web", graph) & _reached_from("worker", graph)
+    shared = {name for name in graph if name.startswith("shared.")}
+    assert sorted(shared - both) == []
