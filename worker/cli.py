@@ -11,7 +11,9 @@ from typing import Any
 import click
 
 from shared.errors import RagqError
+from shared.jobs import FinishReason
 from shared.settings import PipelineSettings, load_settings, settings_table
+from worker.pipeline.types import Answer, TokenItem
 
 
 class _Group(click.Group):
@@ -79,7 +81,6 @@ def index_command(sources: tuple[Path, ...], out: Path | None) -> None:
 def ask_command(question: str, local: bool, top_k: int | None) -> None:
     """Answer QUESTION, printing tokens as they arrive, then the numbered sources."""
     from worker.pipeline import load_pipeline
-    from worker.pipeline.types import Answer, TokenItem
 
     if not local:
         raise click.UsageError("only --local is available: it runs the pipeline in this process")
@@ -90,11 +91,19 @@ def ask_command(question: str, local: bool, top_k: int | None) -> None:
         if isinstance(item, TokenItem):
             click.echo(item.text, nl=False)
         elif isinstance(item, Answer):
-            click.echo("\n\nSources:")
-            for number, source in enumerate(item.sources, start=1):
-                click.echo(
-                    f"[{number}] {source.title} ({source.chunk_id}, score {source.score:.4f})"
-                )
+            _print_sources(item)
+
+
+def _print_sources(answer: Answer) -> None:
+    """The numbered sources, those the answer cites marked, and why an answer ended early."""
+    if answer.finish_reason != FinishReason.STOP:
+        click.echo(f"\n[answer ended: {answer.finish_reason}]", nl=False)
+    click.echo("\n\nSources (* cited):")
+    for number, source in enumerate(answer.sources, start=1):
+        mark = "*" if source.cited else " "
+        click.echo(
+            f"{mark}[{number}] {source.title} ({source.chunk_id}, score {source.score:.4f})"
+        )
 
 
 @main.command("eval")

@@ -109,9 +109,9 @@ def test_index_then_ask_prints_tokens_then_sources(tmp_path: Path) -> None:
     assert built.exit_code == 0 and "indexed 2 chunks" in built.output
     asked = runner.invoke(main, ["ask", "--local", "Which port does Flower use?", "--top-k", "2"])
     assert asked.exit_code == 0, asked.output
-    answer, _, sources = asked.stdout.partition("Sources:")
+    answer, _, sources = asked.stdout.partition("Sources (* cited):")
     assert answer.strip()
-    assert sources.splitlines()[1].startswith("[1] Flower (")
+    assert sources.splitlines()[1][1:].startswith("[1] Flower (")
 
 
 @pytest.mark.integration
