@@ -50,6 +50,18 @@ class FinishReason(StrEnum):
     CANCELLED = "cancelled"  # cancelled, or the lease was lost
 
 
+class Outcome(StrEnum):
+    """What became of a claim or a task besides a final status: a claim's outcome says whether
+    the worker runs the job; a task returns its job's final Status or one of these."""
+
+    RUN = "run"  # claimed: this worker runs it
+    DROP = "drop"  # nothing to run here (final, gone, cancelled, another worker has it)
+    EXPIRED = "expired"  # waited past its queue deadline: expired by the claim
+    FAILED = "failed"  # killed its worker too often: failed by the claim
+    LOST = "lost"  # another worker took the job meanwhile: this worker's result is dropped
+    REJECTED = "rejected"  # a task message without a usable job id
+
+
 FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.EXPIRED})
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
@@ -193,13 +205,13 @@ def _event_for(record: dict[str, Any], reason: str) -> tuple[str, dict[str, Any]
 class Claim:
     """What a worker got when it tried to take a job: run it, or why not."""
 
-    outcome: str  # "run", or "drop" / "expired" / "failed": nothing to run
+    outcome: Outcome  # RUN, or DROP / EXPIRED / FAILED: nothing to run
     record: dict[str, Any] | None
     reason: str = ""
 
     @property
     def run(self) -> bool:
-        return self.outcome == "run"
+        return self.outcome == Outcome.RUN
 
 
 class JobStore:
@@ -376,20 +388,20 @@ class JobStore:
                 pipe.zrem(keys.QUEUED, job_id)
                 pipe.zrem(keys.RUNNING, job_id)
                 pipe.execute()
-            return Claim("drop", None, "missing")
+            return Claim(Outcome.DROP, None, "missing")
         if raw["status"] in FINAL:
-            return Claim("drop", view(raw), "final")
+            return Claim(Outcome.DROP, view(raw), "final")
         if raw["status"] == Status.RUNNING:
             holder = cast(str | None, self.redis.get(keys.job_lease(job_id)))
             # concurrency 1: a lease held by this very node belongs to its dead child
             if holder is not None and lease_node(holder) != node:
-                return Claim("drop", view(raw), f"running on {lease_node(holder)}")
+                return Claim(Outcome.DROP, view(raw), f"running on {lease_node(holder)}")
             try:
                 record = self.requeue_lost(job_id, int(raw["attempt"]))
             except InvalidTransition:
                 record = view(self._hash(job_id))  # the reaper was first
             if record["status"] == Status.FAILED:
-                return Claim("failed", record, "attempts exhausted")
+                return Claim(Outcome.FAILED, record, "attempts exhausted")
             raw = self._hash(job_id)
         return self._claim_queued(job_id, node, raw)
 
@@ -537,14 +549,15 @@ class JobStore:
 
     def _claim_queued(self, job_id: str, node: str, raw: dict[str, str]) -> Claim:
         if raw["status"] != Status.QUEUED:
-            return Claim("drop", view(raw), f"status is {raw['status']}")
+            return Claim(Outcome.DROP, view(raw), f"status is {raw['status']}")
         if self._past_deadline(raw):
             record = self._try_expire(job_id)
-            return Claim("expired" if record else "drop", record, "queue deadline passed")
+            outcome = Outcome.EXPIRED if record else Outcome.DROP
+            return Claim(outcome, record, "queue deadline passed")
         if raw.get(CANCEL_FIELD) == "1":
             record = self.transition(job_id, Status.CANCELLED, {"finished_at": repr(time.time())},
                                      allowed_from=(Status.QUEUED,))
-            return Claim("drop", record, "cancelled while its worker was lost")
+            return Claim(Outcome.DROP, record, "cancelled while its worker was lost")
         attempt = int(raw["attempt"]) + 1
         now = time.time()
         metrics = {"queue_wait_s": now - float(raw["created_at"])}
@@ -554,8 +567,8 @@ class JobStore:
             record = self.transition(job_id, Status.RUNNING, fields, allowed_from=(Status.QUEUED,),
                                      expect_attempt=attempt - 1, lease_node_name=node)
         except InvalidTransition:
-            return Claim("drop", None, "another worker claimed it first")
-        return Claim("run", record)
+            return Claim(Outcome.DROP, None, "another worker claimed it first")
+        return Claim(Outcome.RUN, record)
 
     def _check_allowed(
         self,

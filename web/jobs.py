@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import re
 from typing import Any
 
@@ -12,6 +12,7 @@ from flask_openapi3.types import ResponseDict
 
 from shared import logs
 from shared.errors import BrokerUnavailable, BudgetExceeded, JobNotFound, QueueFull
+from shared.metrics import ERRORS
 from web.auth import PROBLEMS, SECURITY, authenticate, issue_ticket
 from web.problems import invalid_fields
 from web.request_ids import current_request_id
@@ -31,6 +32,7 @@ from web.schemas import (
 from web.submit import submit
 
 BODY_PROBLEMS: ResponseDict = {status: ProblemOut for status in (400, 413, 415)}
+log = logging.getLogger(__name__)
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 bp = APIBlueprint("jobs", __name__, url_prefix="/v1", abp_tags=[Tag(name="jobs")],
@@ -135,9 +137,14 @@ def _refused_batch(
             if job.get("request_id") == current_request_id() and not job.get("cached")}
     cancelled = 0
     for job_id in sorted(mine):
-        with contextlib.suppress(BrokerUnavailable, JobNotFound):
+        try:
             resources().store.cancel(job_id, g.owner)
-            cancelled += 1
+        except (BrokerUnavailable, JobNotFound) as cancel_error:
+            ERRORS.labels(type="batch_cancel").inc()
+            log.warning("cannot cancel a refused batch's job", extra={"job_id": job_id,
+                                                                      "error": str(cancel_error)})
+            continue
+        cancelled += 1
     message = (f"{error}; the batch was refused as a whole: its {cancelled} job(s) "
                "already queued were cancelled")
     if isinstance(error, BrokerUnavailable):

@@ -17,7 +17,6 @@ Logs one INFO line per job: "cache hit", "job attached" or "job queued".
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -131,9 +130,14 @@ class Reservation:
         return {RESERVED_FIELD: repr(self.estimate_eur), WINDOW_FIELD: str(self.window)}
 
     def give_back(self, breaker: Breaker) -> None:
-        """Settle at no cost: the job was never queued."""
-        with contextlib.suppress(BrokerUnavailable):  # the broker is what failed, maybe
+        """Settle at no cost: the job was never queued. The broker is maybe what failed: then
+        the estimate stays spent until its window ends (counted and logged, not raised)."""
+        try:
             breaker.charge(0.0, reserved_eur=self.estimate_eur, reserved_window=self.window)
+        except BrokerUnavailable as error:
+            metrics.ERRORS.labels(type="reservation_give_back").inc()
+            log.warning("cannot give a reservation back; it stays spent until its window ends",
+                        extra={"reserved_eur": self.estimate_eur, "error": str(error)})
 
 
 def queue_reserved(

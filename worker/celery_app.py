@@ -24,47 +24,53 @@ from celery import Celery, signals
 
 from shared.errors import RagqError
 from shared.logs import configure_logging
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
 from shared.tasks import celery_config
 from worker import runtime
 
 log = logging.getLogger(__name__)
 
-settings = load_settings()
-app = Celery("ragq", include=["worker.tasks"])
-app.conf.update(celery_config(settings))
 
-_node = {"name": f"worker@{socket.gethostname()}"}
+def make_celery(settings: Settings) -> Celery:
+    """The worker's Celery app on `settings`, with the signal handlers that start and stop
+    this process's runtime (they are connected for the life of the process)."""
+    app = Celery("ragq", include=["worker.tasks"])
+    app.conf.update(celery_config(settings))
+    node = {"name": f"worker@{socket.gethostname()}"}
+
+    def configure(**_: Any) -> None:
+        configure_logging(settings.log, "worker")
+
+    def remember_node(sender: str | None = None, **_: Any) -> None:
+        # The parent learns its node name here; the forked child inherits it.
+        if sender:
+            node["name"] = sender
+
+    def start_child(**_: Any) -> None:
+        configure_logging(settings.log, "worker")
+        _start_runtime(settings, app, node["name"])
+
+    def stop_child(**_: Any) -> None:
+        runtime.stop()
+
+    signals.setup_logging.connect(configure, weak=False)
+    signals.celeryd_init.connect(remember_node, weak=False)
+    signals.worker_process_init.connect(start_child, weak=False)
+    signals.worker_process_shutdown.connect(stop_child, weak=False)
+    return app
 
 
-@signals.setup_logging.connect
-def _configure_logging(**_: Any) -> None:
-    configure_logging(settings.log, "worker")
-
-
-@signals.celeryd_init.connect
-def _remember_node(sender: str | None = None, **_: Any) -> None:
-    # The parent learns its node name here; the forked child inherits it.
-    if sender:
-        _node["name"] = sender
-
-
-@signals.worker_process_init.connect
-def _start_child(**_: Any) -> None:
-    configure_logging(settings.log, "worker")
+def _start_runtime(settings: Settings, app: Celery, node: str) -> None:
+    """Start this child's runtime; when it cannot load the pipeline, stop the whole worker."""
     try:
-        runtime.start(settings, app, _node["name"])
-    except RagqError as error:
-        log.critical("cannot load the pipeline; stopping this worker", extra={"error": str(error)})
-        os.kill(os.getppid(), signal.SIGTERM)
-        raise
+        runtime.start(settings, app, node)
     except Exception as error:  # CUDA's RuntimeError, an OSError: restarting the child won't help
-        log.critical("cannot load the pipeline; stopping this worker", exc_info=True,
-                     extra={"error": f"{type(error).__name__}: {error}"})
+        expected = isinstance(error, RagqError)
+        detail = str(error) if expected else f"{type(error).__name__}: {error}"
+        log.critical("cannot load the pipeline; stopping this worker", exc_info=not expected,
+                     extra={"error": detail})
         os.kill(os.getppid(), signal.SIGTERM)
         raise
 
 
-@signals.worker_process_shutdown.connect
-def _stop_child(**_: Any) -> None:
-    runtime.stop()
+app = make_celery(load_settings())  # `celery -A worker.celery_app` finds it here

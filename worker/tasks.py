@@ -8,7 +8,7 @@ from typing import Any
 from celery import shared_task
 
 from shared.errors import BadTaskMessage
-from shared.jobs import valid_job_id
+from shared.jobs import Outcome, valid_job_id
 from shared.logs import bound
 from shared.tasks import GENERATE_TASK
 from worker import runtime
@@ -46,6 +46,6 @@ def generate(*args: Any, **kwargs: Any) -> str:
         except BadTaskMessage as error:
             log.error("bad task message", extra={"error": str(error)})
             if job_id is None:
-                return "rejected"
+                return Outcome.REJECTED
             return runtime.current().fail_bad_message(job_id, str(error))
         return runtime.current().run_job(job_id)

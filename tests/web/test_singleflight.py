@@ -45,7 +45,8 @@ class Jobs:
 
 
 def claim_or_make(flight: SingleFlight, key: str, jobs: Jobs,
-                  create: Callable[[], dict[str, Any]] | None = None) -> tuple[dict[str, Any], bool]:
+                  create: Callable[[], dict[str, Any]] | None = None,
+                  ) -> tuple[dict[str, Any], bool]:
     """Claim, attach or make and bind, as web/submit.py does: (the job, whether attached)."""
     while True:
         claim = flight.claim(key)

@@ -14,7 +14,9 @@ from shared.settings import Settings, load_settings
 from shared.tasks import make_client
 from tests.support.servers import RedisServer
 from worker.pipeline.fake import FakePipeline
-from worker.runtime import STRANDED_AFTER_LEASES, Runtime, Ticker
+from worker.reaper import STRANDED_AFTER_LEASES
+from worker.runtime import Runtime
+from worker.tickers import Ticker
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +81,7 @@ def test_a_requeued_job_whose_task_was_not_sent_gets_it_on_a_later_pass(
     def broker_hiccup(*args: object, **kwargs: object) -> None:
         raise ConnectionError("broker hiccup")
 
-    monkeypatch.setattr("worker.runtime.send_generate", broker_hiccup)
+    monkeypatch.setattr("worker.reaper.send_generate", broker_hiccup)
     with pytest.raises(ConnectionError):
         runtime.reap()
     assert runtime.store.get(job_id)["status"] == "queued"
