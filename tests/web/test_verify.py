@@ -88,9 +88,9 @@ def test_synonym_similarity_is_validated() -> None:
 def _tiny_cross_encoder(path: Path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from shared.embedding import resolve_embedding_model
+    from shared.models import resolve_model
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_embedding_model("minilm"))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=16,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
 from shared.embedding import Embedder
-from shared.errors import IndexBuildError, ModelError
+from shared.errors import IndexBuildError
+from shared.models import load_cross_encoder
 from shared.settings import PipelineSettings
 from worker.pipeline.index import CorpusIndex, indexed_text
 from worker.pipeline.types import Source
@@ -82,15 +82,7 @@ class Reranker:
     """A sentence-transformers CrossEncoder scoring (question, passage) pairs."""
 
     def __init__(self, name: str, device: str) -> None:
-        from sentence_transformers import CrossEncoder
-
-        path = Path(name).expanduser()
-        try:
-            self._model = CrossEncoder(str(path) if path.exists() else name, device=device)
-        except (OSError, ValueError) as error:
-            raise ModelError(
-                f"cannot load reranker {name!r} (PIPELINE_RERANKER): {error}"
-            ) from error
+        self._model = load_cross_encoder(name, device, "reranker", "PIPELINE_RERANKER")
         self.name = name
 
     def scores(self, question: str, passages: list[str]) -> list[float]:
