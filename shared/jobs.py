@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 import redis
 
@@ -162,10 +162,34 @@ def _float_or_none(value: str | None) -> float | None:
     return float(value) if value else None
 
 
-def view(raw: dict[str, str], queue_position: int | None = None) -> dict[str, Any]:
-    """The record as clients see it (the owner, lease and cancel flag stay inside)."""
+class JobRecord(TypedDict):
+    """A job as clients see it (view()); web/schemas.JobOut is built from these fields."""
+
+    id: str
+    status: str  # a Status
+    query: str
+    top_k: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempt: int
+    request_id: str
+    queue_position: int | None  # 1 for the next job to run; None unless queued
+    result: dict[str, Any] | None  # answer, sources, finish_reason
+    error: dict[str, Any] | None  # type, message
+    metrics: dict[str, Any]  # METRIC_FIELDS
+    # a job answered from the cache, only:
+    cached: NotRequired[bool]
+    similarity: NotRequired[float]
+    cached_question: NotRequired[str | None]
+    cache_path: NotRequired[str | None]
+
+
+def view(raw: dict[str, str], queue_position: int | None = None) -> JobRecord:
+    """The record as clients see it (the owner, lease and cancel flag stay inside). A cache
+    hit's fields are stored once (CACHE_FIELD) and shown both here and in its metrics."""
     parsed = {name: json.loads(raw[name]) if raw.get(name) else None for name in JSON_FIELDS}
-    record = {
+    record: JobRecord = {
         "id": raw["id"],
         "status": raw["status"],
         "query": raw["query"],
@@ -182,12 +206,15 @@ def view(raw: dict[str, str], queue_position: int | None = None) -> dict[str, An
     }
     if raw.get(CACHE_FIELD):
         cache = json.loads(raw[CACHE_FIELD])
-        record.update(cached=True, similarity=cache["similarity"],
-                      cached_question=cache["question"], cache_path=cache["path"])
+        record["cached"] = True
+        record["similarity"] = cache["similarity"]
+        record["cached_question"] = cache["question"]
+        record["cache_path"] = cache["path"]
+        record["metrics"].update(cached=True, cache_similarity=cache["similarity"])
     return record
 
 
-def _event_for(record: dict[str, Any], reason: str) -> tuple[str, dict[str, Any]]:
+def _event_for(record: JobRecord, reason: str) -> tuple[str, dict[str, Any]]:
     """The event a transition into `record["status"]` emits."""
     status = record["status"]
     if status == Status.SUCCEEDED or status == Status.CANCELLED:
@@ -206,7 +233,7 @@ class Claim:
     """What a worker got when it tried to take a job: run it, or why not."""
 
     outcome: Outcome  # RUN, or DROP / EXPIRED / FAILED: nothing to run
-    record: dict[str, Any] | None
+    record: JobRecord | None
     reason: str = ""
 
     @property
@@ -233,7 +260,7 @@ class JobStore:
 
     # --- clients' API -------------------------------------------------------------------
     @broker_errors()
-    def create(self, *, owner: str, query: str, top_k: int, request_id: str) -> dict[str, Any]:
+    def create(self, *, owner: str, query: str, top_k: int, request_id: str) -> JobRecord:
         """A new queued job owned by `owner`; emits status `queued` (seq 1)."""
         job_id = str(uuid.uuid4())
         now = time.time()
@@ -259,7 +286,7 @@ class JobStore:
     def create_answered(
         self, *, owner: str, query: str, top_k: int, request_id: str,
         result: dict[str, Any], metrics: dict[str, Any], cache: dict[str, Any],
-    ) -> dict[str, Any]:
+    ) -> JobRecord:
         """A job answered without running (a cache hit): recorded `succeeded` with its events
         (status, then done) in one round trip. `cache`: similarity, question, path."""
         job_id = str(uuid.uuid4())
@@ -283,7 +310,7 @@ class JobStore:
         return record
 
     @broker_errors()
-    def get(self, job_id: str, owner: str | None = None) -> dict[str, Any]:
+    def get(self, job_id: str, owner: str | None = None) -> JobRecord:
         """The job's record; JobNotFound for unknown ids and for another owner's job."""
         raw = self._raw(job_id, owner)
         if raw["status"] == Status.QUEUED and self._past_deadline(raw):
@@ -294,7 +321,7 @@ class JobStore:
     @broker_errors()
     def list_for(
         self, owner: str, offset: int = 0, limit: int = 20
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[JobRecord], int]:
         """`owner`'s jobs, newest first, and how many there are in all."""
         index = keys.owner_jobs(owner)
         self.redis.zremrangebyscore(index, "-inf", time.time() - self.jobs.retention_seconds)
@@ -316,7 +343,7 @@ class JobStore:
         return records, cast(int, self.redis.zcard(index))
 
     @broker_errors()
-    def cancel(self, job_id: str, owner: str) -> dict[str, Any]:
+    def cancel(self, job_id: str, owner: str) -> JobRecord:
         """Queued: cancelled now, never runs. Running: flag the worker checks between tokens.
 
         Final: unchanged. Idempotent; returns the record as it is after the call.
@@ -350,7 +377,7 @@ class JobStore:
         counts = {status.value: int(finals.get(status.value, 0)) for status in FINAL}
         return {Status.QUEUED.value: int(queued), Status.RUNNING.value: int(running), **counts}
 
-    def wait_final(self, job_id: str, timeout: float) -> dict[str, Any] | None:
+    def wait_final(self, job_id: str, timeout: float) -> JobRecord | None:
         """Block until the job is final (woken by its events); None after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         with self._subscribe(job_id) as sub:
@@ -406,7 +433,7 @@ class JobStore:
         return self._claim_queued(job_id, node, raw)
 
     @broker_errors()
-    def requeue_lost(self, job_id: str, attempt: int) -> dict[str, Any]:
+    def requeue_lost(self, job_id: str, attempt: int) -> JobRecord:
         """A running job whose worker died: queued again, or failed once attempts are spent."""
         now = time.time()
         if attempt >= self.jobs.max_attempts:
@@ -468,7 +495,7 @@ class JobStore:
     @broker_errors()
     def finish(
         self, job_id: str, status: Status, attempt: int, charge_eur: float = 0.0, **fields: Any
-    ) -> dict[str, Any]:
+    ) -> JobRecord:
         """running -> final for the worker holding `attempt`; JSON-encodes result/error/metrics.
 
         `metrics` are merged into those the claim stored (queue_wait_s). `charge_eur`, what the
@@ -495,7 +522,7 @@ class JobStore:
         reason: str = "",
         lease_node_name: str = "",
         charge_eur: float = 0.0,
-    ) -> dict[str, Any]:
+    ) -> JobRecord:
         """Move the job to `to` if the state machine allows it from its current status.
 
         `allowed_from` narrows the allowed origins further; `expect_attempt` makes the change
@@ -539,7 +566,7 @@ class JobStore:
                             f"{self.jobs.queue_deadline_seconds:g}s; it never ran"}
         return {"finished_at": repr(time.time()), "error": json.dumps(error)}
 
-    def _try_expire(self, job_id: str) -> dict[str, Any] | None:
+    def _try_expire(self, job_id: str) -> JobRecord | None:
         raw = self._hash(job_id)
         try:
             return self.transition(job_id, Status.EXPIRED, self._expire_fields(raw),

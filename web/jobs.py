@@ -12,6 +12,7 @@ from flask_openapi3.types import ResponseDict
 
 from shared import logs
 from shared.errors import BrokerUnavailable, BudgetExceeded, JobNotFound, QueueFull
+from shared.jobs import JobRecord
 from shared.metrics import ERRORS
 from web.auth import PROBLEMS, SECURITY, authenticate, issue_ticket
 from web.problems import invalid_fields
@@ -53,7 +54,7 @@ def _ws_scheme() -> str:
     return "wss" if request.scheme == "https" else "ws"
 
 
-def present(job: dict[str, Any]) -> dict[str, Any]:
+def present(job: JobRecord) -> dict[str, Any]:
     """A job record as the API shows it: the record plus its links."""
     return {**job, "links": links(str(job["id"]))}
 
@@ -119,7 +120,7 @@ def create_batch(body: BatchRequest) -> Response | tuple[Response, int]:
     if len(body.queries) > limit:
         too_many = f"at most {limit} queries per batch"
         return invalid_fields([{"field": "queries", "message": too_many}])
-    jobs: list[dict[str, Any]] = []
+    jobs: list[JobRecord] = []
     try:
         for query in body.queries:
             jobs.append(submit(query, body.top_k))
@@ -129,7 +130,7 @@ def create_batch(body: BatchRequest) -> Response | tuple[Response, int]:
 
 
 def _refused_batch(
-    error: QueueFull | BudgetExceeded | BrokerUnavailable, jobs: list[dict[str, Any]]
+    error: QueueFull | BudgetExceeded | BrokerUnavailable, jobs: list[JobRecord]
 ) -> QueueFull | BudgetExceeded | BrokerUnavailable:
     """All or nothing: cancel the jobs this batch already queued (not the cache's answers, nor
     an identical job of another request it attached to), then the refusal, saying so."""

@@ -9,6 +9,7 @@ from flask import Response, jsonify, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
 from shared import logs
+from shared.jobs import JobRecord
 from shared.metrics import QUERY_LATENCY
 from web.auth import PROBLEMS, SECURITY, authenticate
 from web.problems import problem, retry_after
@@ -49,7 +50,7 @@ def query(body: JobRequest) -> Response:
     return jsonify(answer_of(finished, elapsed))
 
 
-def answer_of(job: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
+def answer_of(job: JobRecord, elapsed_s: float) -> dict[str, Any]:
     """The synchronous answer shape from a succeeded job."""
     result = job.get("result") or {}
     metrics = job.get("metrics") or {}
@@ -64,7 +65,7 @@ def answer_of(job: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
     }
 
 
-def _unanswered(job: dict[str, Any]) -> Response:
+def _unanswered(job: JobRecord) -> Response:
     status, slug, title = _UNANSWERED.get(job["status"], (502, "job-failed", "The job failed"))
     error = job.get("error") or {}
     headers = retry_after(EXPIRED_RETRY_AFTER_SECONDS) if status == 503 else None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+
+from shared.jobs import JobRecord
 
 QUERY_MIN_CHARS = 3
 QUERY_MAX_CHARS = 512
@@ -63,25 +65,32 @@ class Links(BaseModel):
     stream: str = Field(description="WebSocket URL of the job's events.")
 
 
-class JobOut(BaseModel):
+class _JobOutBase(BaseModel):
     """A job record as clients see it."""
 
     model_config = ConfigDict(extra="allow")
 
-    id: str
-    status: str = Field(description="queued, running, succeeded, failed, cancelled or expired.")
-    query: str
-    top_k: int
-    created_at: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    attempt: int | None = None
-    request_id: str | None = None
-    queue_position: int | None = None
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    metrics: dict[str, Any] | None = None
     links: Links
+
+
+def _job_fields() -> dict[str, Any]:
+    """JobOut's fields: shared.jobs.JobRecord's, those it may leave out defaulting to None."""
+    fields: dict[str, Any] = {}
+    for name, hint in get_type_hints(JobRecord).items():
+        description = _DESCRIPTIONS.get(name)
+        if name in JobRecord.__required_keys__:
+            fields[name] = (hint, Field(description=description))
+        else:
+            fields[name] = (hint | None, Field(None, description=description))
+    return fields
+
+
+_DESCRIPTIONS = {
+    "status": "queued, running, succeeded, failed, cancelled or expired.",
+    "queue_position": "1 for the next job to run; null unless queued.",
+    "cached": "Answered from the semantic cache (present only then).",
+}
+JobOut = create_model("JobOut", __base__=_JobOutBase, **_job_fields())
 
 
 class JobPage(BaseModel):

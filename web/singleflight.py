@@ -25,6 +25,7 @@ import redis
 from shared import keys
 from shared.broker import broker_errors
 from shared.cache import Scope, normalise
+from shared.jobs import JobRecord
 
 ACTIVE = frozenset({"queued", "running"})
 PENDING = "pending:"
@@ -90,7 +91,7 @@ class SingleFlight:
             time.sleep(WAIT_STEP_SECONDS)
         return Claim(key)
 
-    def attach(self, claim: Claim, record: dict[str, Any] | None) -> bool:
+    def attach(self, claim: Claim, record: JobRecord | None) -> bool:
         """Whether the holder's job `record` (None: gone) is in flight to attach to; a stale
         claim is dropped, so the next claim() can take it."""
         if record is not None and record.get("status") in ACTIVE:

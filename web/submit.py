@@ -28,7 +28,7 @@ from shared import metrics
 from shared.breaker import RESERVED_FIELD, WINDOW_FIELD, Breaker, job_estimate_eur
 from shared.cache import JOB_EMBEDDING_FIELD, encode_vector, scope_for
 from shared.errors import BrokerUnavailable, JobNotFound
-from shared.jobs import METRIC_FIELDS, JobStore
+from shared.jobs import METRIC_FIELDS, JobRecord, JobStore
 from shared.settings import Settings
 from shared.tasks import send_generate
 from web.request_ids import current_request_id
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 CLAIM_TRIES = 3  # stale claims stepped over before a miss goes on without single-flight
 
 
-def submit(query: str, top_k: int | None) -> dict[str, Any]:
+def submit(query: str, top_k: int | None) -> JobRecord:
     """The caller's job for `query`: a finished one from the cache, an identical one in flight,
     or a new queued one."""
     found = resources()
@@ -71,12 +71,12 @@ def submit(query: str, top_k: int | None) -> dict[str, Any]:
 
 def answer_from_cache(
     store: JobStore, query: str, top_k: int, lookup: CacheLookup
-) -> dict[str, Any]:
+) -> JobRecord:
     """The caller's job answered from the cache: stored succeeded, with its events (status,
     done), so its id, links, listing and stream work like any other job's."""
     similarity = round(lookup.similarity, 4)
     job_metrics: dict[str, Any] = dict.fromkeys(METRIC_FIELDS)
-    job_metrics.update(cached=True, cache_similarity=similarity, cost_eur=0.0, queue_wait_s=0.0)
+    job_metrics.update(cost_eur=0.0, queue_wait_s=0.0)  # view() adds the cache's fields
     record = store.create_answered(
         owner=g.owner, query=query, top_k=top_k, request_id=current_request_id(),
         result=lookup.payload or {}, metrics=job_metrics,
@@ -87,7 +87,7 @@ def answer_from_cache(
     return record
 
 
-def claim_or_attach(found: Resources, key: str) -> tuple[Claim, dict[str, Any] | None]:
+def claim_or_attach(found: Resources, key: str) -> tuple[Claim, JobRecord | None]:
     """Our claim on fingerprint `key` (no record), or an identical in-flight job to attach to."""
     flight: SingleFlight = found.single_flight
     for _ in range(CLAIM_TRIES):
@@ -100,7 +100,7 @@ def claim_or_attach(found: Resources, key: str) -> tuple[Claim, dict[str, Any] |
     return Claim(key), None
 
 
-def _visible(store: JobStore, job_id: str) -> dict[str, Any] | None:
+def _visible(store: JobStore, job_id: str) -> JobRecord | None:
     try:
         return store.get(job_id, owner=g.owner)
     except JobNotFound:
@@ -142,7 +142,7 @@ class Reservation:
 
 def queue_reserved(
     found: Resources, query: str, top_k: int, lookup: CacheLookup, reservation: Reservation | None
-) -> dict[str, Any]:
+) -> JobRecord:
     """Create the job and send its task with what the worker needs: the reservation to settle,
     the query embedding to cache. A submission that fails gives the reservation back."""
     internal: dict[str, str] = {}
@@ -162,7 +162,7 @@ def queue_reserved(
 def submit_job(
     store: JobStore, celery: Celery, *, owner: str, query: str, top_k: int, request_id: str,
     internal: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> JobRecord:
     """Create the job record and send its task; the returned record is queued.
 
     `internal`: extra fields for the worker, kept in the job hash but never shown to clients

@@ -18,7 +18,7 @@ import redis
 from shared import keys, metrics
 from shared.admission import record_duration
 from shared.cache import JOB_EMBEDDING_FIELD, connect_cache, decode_vector, scope_for, write_entry
-from shared.jobs import FinishReason
+from shared.jobs import FinishReason, JobRecord
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,12 @@ class Aftercare:
         self.cache = connect_cache(settings.cache)
         self.pipeline_info = pipeline_info
 
-    def __call__(self, record: dict[str, Any], result: dict[str, Any]) -> None:
+    def __call__(self, record: JobRecord, result: dict[str, Any]) -> None:
         """`record`: the running job (as claimed); `result`: its answer and sources."""
         try:
-            record_duration(self.broker, time.time() - float(record["started_at"]))
+            started_at = record["started_at"]
+            assert started_at is not None, "a claimed job has started"
+            record_duration(self.broker, time.time() - started_at)
             reason = uncacheable(result)
             if reason:
                 metrics.CACHE_WRITES_SKIPPED.labels(reason=reason).inc()

@@ -13,7 +13,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 
 from shared import events, metrics
 from shared.errors import InvalidTransition
-from shared.jobs import JobStore, Outcome, Status
+from shared.jobs import JobRecord, JobStore, Outcome, Status
 from shared.pricing import cost_eur
 from shared.settings import Settings
 from worker.aftercare import Aftercare
@@ -59,7 +59,7 @@ class JobRunner:
         metrics.JOBS_FINISHED.labels(status=Status.FAILED).inc()
         return Status.FAILED
 
-    def _run_claimed(self, record: dict[str, Any], lease: Lease) -> str:
+    def _run_claimed(self, record: JobRecord, lease: Lease) -> str:
         job_id = record["id"]
 
         def should_stop() -> bool:
@@ -78,7 +78,7 @@ class JobRunner:
             return Outcome.LOST
         return self._succeed_or_cancel(record, answer)
 
-    def _generate(self, record: dict[str, Any], should_stop: Callable[[], bool]) -> Answer:
+    def _generate(self, record: JobRecord, should_stop: Callable[[], bool]) -> Answer:
         job_id = record["id"]
         for item in self.pipeline.stream(record["query"], record["top_k"], should_stop):
             if isinstance(item, TokenItem):
@@ -90,7 +90,7 @@ class JobRunner:
                 return item
         raise RuntimeError("pipeline ended without an Answer")
 
-    def _succeed_or_cancel(self, record: dict[str, Any], answer: Answer) -> str:
+    def _succeed_or_cancel(self, record: JobRecord, answer: Answer) -> str:
         """Aftercare (cache write, duration) first, then the final transition, which settles the
         breaker with the job's cost (partial for a cancelled job) and emits `done`."""
         status = Status.CANCELLED if answer.stopped else Status.SUCCEEDED
@@ -106,7 +106,7 @@ class JobRunner:
                                         "generated_tokens": answer.generated_tokens})
         return status
 
-    def _fail(self, record: dict[str, Any], error_type: str, message: str) -> str:
+    def _fail(self, record: JobRecord, error_type: str, message: str) -> str:
         metrics.ERRORS.labels(type=error_type).inc()
         error = {"type": error_type, "message": message}
         try:
