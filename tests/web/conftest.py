@@ -8,14 +8,17 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from shared.settings import load_settings
 from tests.support.servers import free_port
 from web import resources
 from web.app import create_app
+from web.problems import PROBLEM_JSON
 
 KEY = "test-key-one"
 OTHER_KEY = "test-key-two"
+AUTH = {"X-API-Key": KEY}
 
 
 @pytest.fixture
@@ -49,3 +52,20 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+def problem_of(response: TestResponse, status: int) -> dict[str, Any]:
+    """The response's problem body, after checking the RFC 9457 shape."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == PROBLEM_JSON
+    body = response.get_json(force=True)
+    assert body["status"] == status
+    assert body["title"] and body["detail"] and body["type"]
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    return dict(body)
+
+
+def bad_fields(response: TestResponse) -> set[str]:
+    body = problem_of(response, 422)
+    assert body["type"] == "/problems/validation"
+    return {error["field"] for error in body["errors"]}
