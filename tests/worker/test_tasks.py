@@ -17,7 +17,7 @@ from shared import keys
 from shared.events import EventHub, read_events
 from shared.jobs import JobStore
 from shared.pricing import cost_eur
-from shared.settings import Settings, load_settings
+from shared.settings import PipelineSettings, Settings, load_settings
 from shared.tasks import GENERATE_TASK, make_client
 from shared.workers import list_workers, pipeline_info
 from tests.support.celery import WorkerProcess, start_worker, worker_env
@@ -177,8 +177,9 @@ def test_heartbeat_reports_the_loaded_pipeline(stack: Stack) -> None:
     report = reports[0]
     assert report["pipeline_loaded"] and report["model_id"] == "fake-model"
     assert report["device"]["device"] == "cpu" and report["parent_pid"] == stack.worker.pid
-    assert pipeline_info(stack.store.redis) == {"index_version": "fake-index",
-                                                "model_id": "fake-model", "prompt_version": "v1"}
+    assert pipeline_info(stack.store.redis) == {
+        "index_version": "fake-index", "model_id": "fake-model",
+        "prompt_version": PipelineSettings().prompt_version}
     assert stack.store.redis.pttl(keys.worker(stack.worker.node)) > 0
 
 
