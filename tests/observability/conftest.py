@@ -6,6 +6,7 @@ Flower, logs), not about answers, and the fake keeps a job to a fraction of a se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -41,7 +42,7 @@ class Stack:
             headers={"Content-Type": "application/json", "X-API-Key": API_KEY, **(headers or {})},
         )
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=120) as response:
                 return response.status, json.load(response)
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"{}")
@@ -58,8 +59,9 @@ class Stack:
         """Until /health/ready answers 200: a worker is online with its pipeline loaded."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.get("/health/ready") == 200:
-                return
+            with contextlib.suppress(OSError):  # a busy machine's slow answer: ask again
+                if self.get("/health/ready") == 200:
+                    return
             time.sleep(0.3)
         raise TimeoutError(f"not ready after {timeout}s; worker log: {self.worker.log_tail()}")
 

@@ -103,7 +103,7 @@ class Prometheus:
             return [{"metric": {}, "value": data["result"]}]
         return list(data["result"])
 
-    def wait_for(self, expr: str, expected: float, timeout: float = 30.0) -> float:
+    def wait_for(self, expr: str, expected: float, timeout: float = 90.0) -> float:
         """Poll `expr` until its single value equals `expected`; return the last value seen."""
         deadline = time.monotonic() + timeout
         value = float("nan")

@@ -15,6 +15,7 @@ from tests.support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "web" / "gunicorn_conf.py"
+LIVE_ATTEMPT_SECONDS = 5.0  # one /health attempt; a slow one is retried, not fatal
 
 
 class GunicornServer:
@@ -59,21 +60,27 @@ class GunicornServer:
                 cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._wait_live(timeout)
+        try:
+            self.wait_live(timeout)
+        except TimeoutError:
+            self.stop()
+            raise
         return self
 
-    def _wait_live(self, timeout: float) -> None:
+    def wait_live(self, timeout: float) -> None:
+        """Until /health answers 200; a worker still booting (seconds on a busy machine) only
+        delays the answer, so a timed-out or refused attempt is retried until `timeout`."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while (left := deadline - time.monotonic()) > 0:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {self.log_path.read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                with urllib.request.urlopen(f"{self.url}/health",
+                                            timeout=min(LIVE_ATTEMPT_SECONDS, left)) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.1)
-        self.stop()
         tail = self.log_path.read_text()[-2000:]
         raise TimeoutError(f"gunicorn not live after {timeout}s: {tail}")
 
