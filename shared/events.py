@@ -333,12 +333,23 @@ class _OrderedReader:
             # seq and stream entry are written together, so a missing next seq was trimmed
             raise EventsTrimmed(f"events {self.last + 1}-{int(stored[0]['seq']) - 1} of job "
                                 f"{self.job_id} were trimmed from its stream")
+        if not stored:
+            # a reader resuming at or past the terminal event has nothing left to wait for
+            self.finished = self._ended()
         return self._take(stored)
+
+    def _ended(self) -> bool:
+        with broker_errors(f"cannot read events of {self.job_id}"):
+            last = cast(list[tuple[str, dict[str, str]]],
+                        self.redis.xrevrange(keys.job_events(self.job_id), count=1))
+        return bool(last) and json.loads(last[0][1][STREAM_FIELD])["type"] in TERMINAL
 
     def accept(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """A live event: a duplicate gives nothing, the next one itself, a later one the gap too."""
         seq = int(event["seq"])
         if seq <= self.last or self.finished:
+            # the job's end, even one the reader resumed past, ends the reader
+            self.finished = self.finished or event["type"] in TERMINAL
             return []
         if seq == self.last + 1:
             return self._take([event])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -145,6 +145,38 @@ def test_a_reader_behind_a_trimmed_hole_raises_instead_of_waiting(
         next(reconnecting)
     assert [e["seq"] for e in read_events(store.redis, job_id, after=9, hub=hub,
                                           idle_timeout=0.5)] == list(range(10, 22))
+
+
+def _give_up_after(seconds: float) -> Callable[[], None]:
+    """A reader's ping that fails the test once the reader has waited `seconds`."""
+    started = time.monotonic()
+
+    def ping() -> None:
+        assert time.monotonic() - started < seconds, "the reader waits past the job's end"
+    return ping
+
+
+@pytest.mark.parametrize("after", [TOKENS + 4, TOKENS + 5, 10**18])
+def test_reader_at_or_past_the_end_of_a_finished_job_ends_at_once(
+    store: JobStore, hub: EventHub, after: int
+) -> None:
+    job_id = new_job(store)
+    run_job(store, job_id)
+    events = read_events(store.redis, job_id, after=after, hub=hub,
+                         ping=_give_up_after(3.0), ping_interval=0.2)
+    assert list(events) == []
+
+
+def test_reader_past_the_end_of_a_running_job_ends_with_the_job(
+    store: JobStore, hub: EventHub
+) -> None:
+    job_id = new_job(store)
+    events = read_events(store.redis, job_id, after=10**6, hub=hub,
+                         ping=_give_up_after(10.0), ping_interval=0.2)
+    worker = threading.Timer(0.5, run_job, (store, job_id))
+    worker.start()
+    assert list(events) == []
+    worker.join()
 
 
 def test_unknown_job_is_not_found_at_call_time(store: JobStore, hub: EventHub) -> None:

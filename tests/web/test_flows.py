@@ -221,6 +221,8 @@ def test_late_join_and_resume_get_each_event_once(stack: Stack, worker: WorkerPr
     assert late == first + resumed
     tail = read_until_closed(stack.connect(job["id"], "?after=5"))
     assert tail == late[5:]
+    for past in (late[-1]["seq"], late[-1]["seq"] + 1, 10**9):  # nothing left: closed at once
+        assert close_code(stack.connect(job["id"], f"?after={past}")) == 1000
 
 
 def test_cancel_over_http_while_streaming(stack: Stack, worker: WorkerProcess) -> None:
