@@ -26,8 +26,19 @@ def check_body() -> None:
         raise RequestEntityTooLarge(f"bodies are limited to {limit} bytes")
     if not request.is_json:
         raise UnsupportedMediaType("send the body as application/json")
+    if _chunked_past(limit):
+        raise RequestEntityTooLarge(f"bodies are limited to {limit} bytes")
     if request.get_json(silent=True) is None:
         raise BadRequest("the body is not well-formed JSON")
+
+
+def _chunked_past(limit: int) -> bool:
+    """A body sent without Content-Length (chunked) is cut at `limit` when read: one byte more
+    left in the server's input means it was larger."""
+    if request.content_length is not None:
+        return False
+    body = request.get_data(cache=True)
+    return len(body) >= limit and bool(request.environ["wsgi.input"].read(1))
 
 
 def init_app(app: Flask, max_body_bytes: int) -> None:
