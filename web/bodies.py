@@ -28,7 +28,11 @@ def check_body() -> None:
         raise UnsupportedMediaType("send the body as application/json")
     if _chunked_past(limit):
         raise RequestEntityTooLarge(f"bodies are limited to {limit} bytes")
-    if request.get_json(silent=True) is None:
+    try:
+        parsed = request.get_json(silent=True)
+    except RecursionError as error:
+        raise BadRequest("the body's JSON is nested too deeply") from error
+    if parsed is None:
         raise BadRequest("the body is not well-formed JSON")
 
 

@@ -11,6 +11,8 @@ from shared.jobs import JobRecord
 QUERY_MIN_CHARS = 3
 QUERY_MAX_CHARS = 512
 TOP_K_MAX = 20
+# Far past any owner's jobs, and small enough that offset + limit is a Redis integer.
+OFFSET_MAX = 10**9
 BATCH_CEILING = 1000  # the schema's hard cap; API_BATCH_MAX (at most this) is the live limit
 
 QueryText = Annotated[
@@ -50,7 +52,7 @@ class JobPath(BaseModel):
 
 class JobListQuery(_Strict):
     limit: int | None = Field(None, ge=1, le=200, description="Page size; default API_PAGE_SIZE.")
-    offset: int = Field(0, ge=0, description="Jobs to skip, newest first.")
+    offset: int = Field(0, ge=0, le=OFFSET_MAX, description="Jobs to skip, newest first.")
 
 
 class PreferHeader(BaseModel):

@@ -41,6 +41,7 @@ EVENTS_TRIMMED = 4410
 # An idle relay checks this often whether its client is still there (a flag read, no I/O);
 # the protocol-level pings that keep proxies and dead peers honest run every API_WS_PING_SECONDS.
 LIVENESS_CHECK_SECONDS = 1.0
+AFTER_MAX = 2**63 - 2  # the stream is read from after + 1, which Redis holds as a signed 64-bit
 
 log = logging.getLogger(__name__)
 bp = Blueprint("stream", __name__)
@@ -51,8 +52,10 @@ def parse_after(raw: str | None) -> int:
     """`?after=n`: the last seq the client already has (0: from the start)."""
     if raw is None:
         return 0
-    if not raw.isdigit():
-        raise BadRequest("after must be a non-negative integer (the last seq received)")
+    # ASCII digits only (str.isdigit takes "²"), and few enough that after + 1 is a Redis id
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(AFTER_MAX)) \
+            or int(raw) > AFTER_MAX:
+        raise BadRequest(f"after must be an integer from 0 to {AFTER_MAX} (the last seq received)")
     return int(raw)
 
 
