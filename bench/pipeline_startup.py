@@ -1,7 +1,7 @@
 """Worker-side cold start and first-token latency of the real pipeline on the sample corpus.
 
 Each run is a fresh Python process (as a worker process would be): it reads the settings,
-loads the pipeline (index, MiniLM, SmolLM2 from the cached safetensors copy) and answers
+loads the pipeline (index, MiniLM, the configured generator from its cached copy) and answers
 the sample questions, reporting time to first token (from the call to stream() to the first
 text piece, retrieval included), tokens/s and the process's peak RSS. One unmeasured run
 first makes sure the safetensors cache and the index exist. Targets: ready <= 10 s,
