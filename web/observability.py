@@ -15,7 +15,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from shared.errors import BrokerUnavailable
 from shared.metrics import ERRORS, QUEUE_DEPTH, REQUESTS, WORKERS_ONLINE
+from shared.series import zero_known_series
 from shared.workers import list_workers
+from web.problems import PROBLEM_TYPES
 from web.resources import resources
 
 log = logging.getLogger(__name__)
@@ -55,5 +57,6 @@ def metrics() -> Response:
 
 
 def init_app(app: Flask) -> None:
+    zero_known_series(PROBLEM_TYPES)
     app.after_request(_count)
     app.add_url_rule("/metrics", "metrics", metrics)

@@ -24,6 +24,12 @@ PROBLEM_JSON = "application/problem+json"
 _BODY_HEADERS = ("content-type", "content-length")  # ours replace werkzeug's HTML ones
 BROKER_RETRY_AFTER_SECONDS = 5
 
+# Every `type` this web counts in rag_errors_total: ragq's problem slugs, and 500 (about:blank
+# problems count by status); zeroed at start-up (shared/series.py).
+PROBLEM_TYPES = ("validation", "job-not-found", "broker-unavailable", "budget-exceeded",
+                 "queue-full", "not-ready", "no-worker", "query-timeout", "job-failed",
+                 "job-cancelled", "job-expired", "500")
+
 log = logging.getLogger(__name__)
 
 

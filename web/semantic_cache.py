@@ -40,12 +40,13 @@ from shared.cache import (
 )
 from shared.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES, CACHE_SIZE
 from shared.models import load_cross_encoder
+from shared.series import CACHE_PATHS
 from shared.settings import CacheSettings
 from web.verify import Verdict, Verifier, WordGuard, WordVectors
 
 log = logging.getLogger(__name__)
 
-EXACT, SEMANTIC = "exact", "semantic"
+EXACT, SEMANTIC = CACHE_PATHS
 HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 64
 HNSW_EF_CONSTRUCTION = 80

@@ -19,6 +19,7 @@ from shared import keys, metrics
 from shared.admission import record_duration
 from shared.cache import JOB_EMBEDDING_FIELD, connect_cache, decode_vector, scope_for, write_entry
 from shared.jobs import FinishReason, JobRecord
+from shared.series import EMPTY_ANSWER
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,5 +63,5 @@ def uncacheable(result: dict[str, Any]) -> str | None:
     if reason != FinishReason.STOP:
         return str(reason)
     if not str(result.get("answer", "")).strip():
-        return "empty"
+        return EMPTY_ANSWER
     return None

@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 from shared import metrics
 from shared.broker import connect
 from shared.jobs import JobStore
+from shared.series import zero_known_series
 from shared.settings import Settings
 from shared.workers import publish_pipeline_info, write_heartbeat
 from worker.aftercare import Aftercare
@@ -73,6 +74,9 @@ class Runtime(JobRunner):
 
 
 _runtime: Runtime | None = None
+# The rag_errors_total types a worker records under fixed names (a failed job's type is its
+# exception's class name, known only when it happens), zeroed at start-up.
+WORKER_ERROR_TYPES = ("TimeLimitExceeded", "aftercare", "metrics_port", "job_discard")
 
 
 def start(settings: Settings, celery: Celery, node: str) -> Runtime:
@@ -83,6 +87,7 @@ def start(settings: Settings, celery: Celery, node: str) -> Runtime:
     aftercare = Aftercare(settings, client, pipeline_info(pipeline))
     _runtime = Runtime(settings, pipeline, client, celery, node, aftercare)
     _runtime.start_background()
+    zero_known_series(WORKER_ERROR_TYPES)
     serve_metrics(settings.worker.metrics_port)
     return _runtime
 
