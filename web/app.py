@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from flask import Flask, Response, jsonify
@@ -53,9 +54,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_api(query.bp)
     app.register_api(health.bp)
     stream.init_app(app, settings.api.ws_ping_seconds)
-    app.add_url_rule("/openapi.json", "openapi_json", lambda: _openapi(app))
+    app.add_url_rule("/openapi.json", "openapi_json", lambda: _openapi(app, settings))
     return app
 
 
-def _openapi(app: OpenAPI) -> Response:
-    return jsonify(app.api_doc)
+def _openapi(app: OpenAPI, settings: Settings) -> Response:
+    """The generated document, told what only the settings and the error handlers know."""
+    doc = copy.deepcopy(app.api_doc)
+    queries = doc["components"]["schemas"]["BatchRequest"]["properties"]["queries"]
+    queries["maxItems"] = settings.api.batch_max
+    for operation in (op for path in doc["paths"].values() for op in path.values()):
+        for response in operation.get("responses", {}).values():
+            content = response.get("content", {})
+            if _is_problem(content.get("application/json", {})):
+                content[problems.PROBLEM_JSON] = content.pop("application/json")
+    return jsonify(doc)
+
+
+def _is_problem(media: dict[str, Any]) -> bool:
+    return bool(media.get("schema", {}).get("$ref", "").endswith("/ProblemOut"))

@@ -7,9 +7,13 @@ a JSON body are checked here first; pydantic then validates the fields.
 from __future__ import annotations
 
 from flask import Flask, current_app, request
+from flask_openapi3.types import ResponseDict
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
+from web.schemas import ProblemOut
+
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+BODY_PROBLEMS: ResponseDict = {status: ProblemOut for status in (400, 413, 415)}
 
 
 def _takes_json_body() -> bool:

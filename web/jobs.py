@@ -8,13 +8,13 @@ from typing import Any
 
 from flask import Response, g, jsonify, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
-from flask_openapi3.types import ResponseDict
 
 from shared import logs
 from shared.errors import BrokerUnavailable, BudgetExceeded, JobNotFound, QueueFull
 from shared.jobs import JobRecord
 from shared.metrics import ERRORS
 from web.auth import PROBLEMS, SECURITY, authenticate, issue_ticket
+from web.bodies import BODY_PROBLEMS
 from web.problems import invalid_fields
 from web.request_ids import current_request_id
 from web.resources import resources, settings
@@ -27,12 +27,10 @@ from web.schemas import (
     JobPath,
     JobRequest,
     PreferHeader,
-    ProblemOut,
     Ticket,
 )
 from web.submit import submit
 
-BODY_PROBLEMS: ResponseDict = {status: ProblemOut for status in (400, 413, 415)}
 log = logging.getLogger(__name__)
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 

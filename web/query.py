@@ -12,6 +12,7 @@ from shared import logs
 from shared.jobs import JobRecord
 from shared.metrics import QUERY_LATENCY
 from web.auth import PROBLEMS, SECURITY, authenticate
+from web.bodies import BODY_PROBLEMS
 from web.problems import problem, retry_after
 from web.request_ids import current_request_id
 from web.resources import resources, settings
@@ -31,7 +32,8 @@ bp = APIBlueprint("query", __name__, abp_tags=[Tag(name="query")], abp_security=
 bp.before_request(authenticate)
 
 
-@bp.post("/query", responses={200: QueryAnswer, 409: ProblemOut, 502: ProblemOut, 504: ProblemOut})
+@bp.post("/query", responses={200: QueryAnswer, 409: ProblemOut, 502: ProblemOut, 504: ProblemOut,
+                               **BODY_PROBLEMS})
 def query(body: JobRequest) -> Response:
     """Answer in one round trip, waiting up to API_QUERY_WAIT_SECONDS; 504: the job runs on."""
     started = time.perf_counter()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    create_model,
+)
 
 from shared.jobs import JobRecord
 
@@ -21,8 +28,9 @@ QueryText = Annotated[
         strip_whitespace=True, min_length=QUERY_MIN_CHARS, max_length=QUERY_MAX_CHARS
     ),
 ]
-TopK = Annotated[
-    int, Field(ge=1, le=TOP_K_MAX, description="Passages to the generator; default PIPELINE_TOP_K.")
+TopK = Annotated[  # strict: JSON true is no count of passages
+    StrictInt,
+    Field(ge=1, le=TOP_K_MAX, description="Passages to the generator; default PIPELINE_TOP_K."),
 ]
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.web.conftest import AUTH
@@ -20,6 +23,18 @@ def test_openapi_documents_the_validated_models(client: FlaskClient) -> None:
     assert doc["paths"]["/v1/jobs"]["post"]["security"] == [{"ApiKey": []}]
     assert "security" not in doc["paths"]["/health/ready"]["get"]
     assert client.get("/docs/swagger").status_code == 200
+
+
+def test_openapi_tells_the_live_limits_and_problem_types(make_app: Callable[..., Flask]) -> None:
+    doc = make_app(api={"batch_max": 7}).test_client().get("/openapi.json").get_json()
+    queries = doc["components"]["schemas"]["BatchRequest"]["properties"]["queries"]
+    assert queries["maxItems"] == 7
+    for path in ("/v1/jobs", "/v1/batch", "/query"):
+        responses = doc["paths"][path]["post"]["responses"]
+        assert {"400", "413", "415", "422"} <= set(responses), path
+        assert set(responses["415"]["content"]) == {"application/problem+json"}
+    ready = doc["paths"]["/health/ready"]["get"]["responses"]
+    assert set(ready["503"]["content"]) == {"application/problem+json"}
 
 def test_requests_are_counted_by_route_template(client: FlaskClient) -> None:
     client.get("/v1/jobs/some-id", headers=AUTH)

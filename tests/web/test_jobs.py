@@ -20,6 +20,8 @@ from web.jobs import prefer_wait
         ({"query": "x" * 513}, {"query"}),
         ({"query": "what is rag?", "top_k": 0}, {"top_k"}),
         ({"query": "what is rag?", "top_k": 21}, {"top_k"}),
+        ({"query": "what is rag?", "top_k": True}, {"top_k"}),
+        ({"query": "what is rag?", "top_k": "3"}, {"top_k"}),
         ({"query": "what is rag?", "colour": "blue"}, {"colour"}),
         ({"top_k": "many", "extra": 1}, {"query", "top_k", "extra"}),
     ],
