@@ -58,11 +58,9 @@ def present(job: JobRecord) -> dict[str, Any]:
 
 
 def prefer_wait(prefer: str | None) -> float:
-    """Seconds asked for by `Prefer: wait=N`, capped by API_PREFER_WAIT_MAX_SECONDS; else 0."""
+    """Seconds asked for by `Prefer: wait=N`, before API_PREFER_WAIT_MAX_SECONDS; else 0."""
     match = _PREFER_WAIT.search(prefer or "")
-    if match is None:
-        return 0.0
-    return min(float(match.group(1)), settings().api.prefer_wait_max_seconds)
+    return 0.0 if match is None else float(match.group(1))
 
 
 @bp.post("/jobs", responses={202: JobOut, 200: JobOut, **BODY_PROBLEMS})
@@ -71,18 +69,22 @@ def create_job(body: JobRequest, header: PreferHeader) -> Response:
     or a job that finished within `Prefer: wait=N`)."""
     job = submit(body.query, body.top_k)
     logs.bind(job_id=job["id"])
-    wait = 0.0 if job.get("cached") else prefer_wait(header.prefer)
+    asked = 0.0 if job.get("cached") else prefer_wait(header.prefer)
+    wait = min(asked, settings().api.prefer_wait_max_seconds)
     status = 200 if job.get("cached") else 202
+    applied = False
     if wait > 0:
         finished = resources().store.wait_final(job["id"], wait)
         if finished is not None:
             job, status = finished, 200
         else:  # the job as it is now (running, or further up the queue), not as submitted
             job = resources().store.get(job["id"], owner=g.owner)
+            # RFC 7240: applied only when held for all the seconds asked (not capped, not early)
+            applied = wait == asked
     response = jsonify(present(job))
     response.status_code = status
     response.headers["Location"] = url_for("jobs.get_job", job_id=job["id"])
-    if wait > 0:
+    if applied:
         response.headers["Preference-Applied"] = f"wait={wait:g}"
     return response
 
