@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, redirect
 from flask_openapi3 import Info, OpenAPI, SecurityScheme
 
 from shared.logs import configure_logging
@@ -55,7 +55,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_api(health.bp)
     stream.init_app(app, settings.api.ws_ping_seconds)
     app.add_url_rule("/openapi.json", "openapi_json", lambda: _openapi(app, settings))
+    _docs_open_swagger(app, settings)
     return app
+
+
+def _docs_open_swagger(app: OpenAPI, settings: Settings) -> None:
+    """Swagger UI at /docs/ (where /docs leads) instead of a page of UI tiles, reading the same
+    document as /openapi.json. The page's links are relative, so it lives in /docs/ only:
+    /docs/swagger/ leads back there."""
+    app.view_functions["openapi.openapi"] = app.view_functions["swagger.swagger"]
+    app.view_functions["openapi.doc_url"] = lambda: _openapi(app, settings)
+    app.add_url_rule("/docs/swagger/", "swagger_slash", lambda: redirect("/docs/", code=308))
 
 
 def _openapi(app: OpenAPI, settings: Settings) -> Response:

@@ -41,3 +41,13 @@ def test_requests_are_counted_by_route_template(client: FlaskClient) -> None:
     text = client.get("/metrics").get_data(as_text=True)
     assert 'endpoint="/v1/jobs/<job_id>"' in text
     assert "some-id" not in text
+
+
+def test_docs_open_swagger_ui(make_app: Callable[..., Flask]) -> None:
+    client = make_app(api={"batch_max": 7}).test_client()
+    for path in ("/docs", "/docs/", "/docs/swagger", "/docs/swagger/"):
+        page = client.get(path, follow_redirects=True)
+        assert page.status_code == 200, path
+        assert "swagger-ui-bundle.js" in page.get_data(as_text=True), path
+    # the page reads openapi.json beside it: the same document as /openapi.json
+    assert client.get("/docs/openapi.json").get_json() == client.get("/openapi.json").get_json()
