@@ -10,6 +10,7 @@ from shared.errors import ModelError
 from shared.jobs import FinishReason
 from shared.settings import PipelineSettings
 from worker.pipeline.generator import (
+    Generation,
     Generator,
     load_kwargs,
     repeated_tail,
@@ -66,44 +67,38 @@ def test_a_tail_repeated_enough_times_is_a_loop() -> None:
     assert not repeated_tail([1, 2, 1, 2, 1, 2, 9], ngram=2, repeats=3)
 
 
-def _never_ending(settings: PipelineSettings) -> Generator:
-    """The tiny model with its end token suppressed: a model that never stops by itself."""
+def _generated(folder: Path, max_new_tokens: int, never_ending: bool) -> Generation:
+    """A finished generation of the tiny model; `never_ending` suppresses its end token,
+    making a model that never stops by itself."""
+    settings = PipelineSettings(
+        generator_model=str(tiny_causal_lm(folder)), max_new_tokens=max_new_tokens, device="cpu"
+    )
     generator = Generator(settings)
-    decoding = generator.decoding
-    eos = generator.tokenizer.eos_token_id
-    generator.decoding = lambda: {**decoding(), "suppress_tokens": [eos]}  # type: ignore[method-assign]
-    return generator
+    if never_ending:
+        decoding, eos = generator.decoding, generator.tokenizer.eos_token_id
+        generator.decoding = lambda: {**decoding(), "suppress_tokens": [eos]}  # type: ignore[method-assign]
+    generation = generator.generate(MESSAGES, lambda: False)
+    list(generation)
+    return generation
 
 
 @pytest.mark.integration
 def test_an_answer_cut_by_the_token_limit_finishes_with_length(tmp_path: Path) -> None:
-    settings = PipelineSettings(
-        generator_model=str(tiny_causal_lm(tmp_path / "lm")), max_new_tokens=6, device="cpu"
-    )
-    generation = _never_ending(settings).generate(MESSAGES, lambda: False)
-    list(generation)
+    generation = _generated(tmp_path / "lm", max_new_tokens=6, never_ending=True)
     assert generation.generated_tokens == 6
     assert generation.finish_reason == FinishReason.LENGTH
 
 
 @pytest.mark.integration
 def test_a_looping_answer_is_stopped_and_finishes_with_loop(tmp_path: Path) -> None:
-    settings = PipelineSettings(
-        generator_model=str(tiny_causal_lm(tmp_path / "lm")), max_new_tokens=400, device="cpu"
-    )
-    generation = _never_ending(settings).generate(MESSAGES, lambda: False)
-    list(generation)
+    generation = _generated(tmp_path / "lm", max_new_tokens=400, never_ending=True)
     assert generation.finish_reason == FinishReason.LOOP
     assert generation.generated_tokens < 40  # three times an 8-gram, not 400 tokens
 
 
 @pytest.mark.integration
 def test_an_answer_the_model_ends_finishes_with_stop(tmp_path: Path) -> None:
-    settings = PipelineSettings(
-        generator_model=str(tiny_causal_lm(tmp_path / "lm")), max_new_tokens=50, device="cpu"
-    )
-    generation = Generator(settings).generate(MESSAGES, lambda: False)
-    list(generation)
+    generation = _generated(tmp_path / "lm", max_new_tokens=50, never_ending=False)
     assert generation.generated_tokens < 50
     assert generation.finish_reason == FinishReason.STOP
 
