@@ -222,7 +222,9 @@ def test_late_join_and_resume_get_each_event_once(stack: Stack, worker: WorkerPr
     tail = read_until_closed(stack.connect(job["id"], "?after=5"))
     assert tail == late[5:]
     for past in (late[-1]["seq"], late[-1]["seq"] + 1, 10**9):  # nothing left: closed at once
-        assert close_code(stack.connect(job["id"], f"?after={past}")) == 1000
+        ws = stack.connect(job["id"], f"?after={past}")
+        assert close_code(ws) == 1000
+        ws.shutdown()
 
 
 def test_cancel_over_http_while_streaming(stack: Stack, worker: WorkerProcess) -> None:
