@@ -14,6 +14,7 @@ from shared.errors import IngestError
 TEXT_SUFFIXES = (".md", ".txt")
 JSON_SUFFIX = ".json"
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,11 @@ def markdown_sections(name: str, raw: str) -> list[Document]:
     """One document per heading section, titled `Page › Section` (the first H1 names the page)."""
     page_title: str | None = None
     sections: list[tuple[str, list[str]]] = [("", [])]
+    fenced = False  # inside a ``` or ~~~ code block, where `# ...` is a shell comment
     for line in raw.splitlines():
-        match = _HEADING.match(line)
+        if _FENCE.match(line):
+            fenced = not fenced
+        match = None if fenced else _HEADING.match(line)
         if match is None:
             sections[-1][1].append(line)
         elif len(match.group(1)) == 1 and page_title is None:

@@ -57,6 +57,13 @@ def test_markdown_sections_take_page_and_heading_titles() -> None:
     assert [d.heading for d in docs] == ["", "Install", "Deep"]
 
 
+def test_a_comment_in_a_code_block_is_no_heading() -> None:
+    raw = "# Guide\n\n## Run\n\n```sh\n# start it\nmake run\n```\n\n~~~\n# not this\n~~~\nDone.\n"
+    docs = markdown_sections("guide.md", raw)
+    assert [d.title for d in docs] == ["Guide › Run"]
+    assert "# start it\nmake run" in docs[0].text and "# not this" in docs[0].text
+
+
 def test_only_a_section_heading_joins_the_indexed_text() -> None:
     chunks = chunk_documents(
         markdown_sections("g.md", "# Guide\n\nIntro.\n\n## Install\n\nRun make.\n"),
