@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export RAGQ_RUN_DIR="${RAGQ_RUN_DIR:-$PWD/.run}"
-export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$RAGQ_RUN_DIR/prometheus-web}"
+# The web's multiprocess metrics folder is the web's alone: the worker and Flower serve their
+# own /metrics, and a worker writing there too would show its series twice to a scraper.
+export RAGQ_WEB_METRICS_DIR="${PROMETHEUS_MULTIPROC_DIR:-$RAGQ_RUN_DIR/prometheus-web}"
+unset PROMETHEUS_MULTIPROC_DIR
 export PYTHONUNBUFFERED=1
 eval "$(python scripts/run_stack.py env)"
 mkdir -p "$RAGQ_RUN_DIR/broker" "$RAGQ_RUN_DIR/cache"

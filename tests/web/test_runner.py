@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -101,6 +102,10 @@ def test_run_serves_restarts_the_worker_and_stops_cleanly(runner: Runner) -> Non
     answer = requests.post(f"{runner.url}/v1/jobs", json={"query": "what is a runner?"},
                            headers={"Prefer": "wait=30"}, timeout=40)
     assert answer.status_code == 200 and answer.json()["status"] == "succeeded"
+    # Tokens are counted by the worker, on its own port: the web's /metrics must not show them
+    # too, or anyone scraping both counts them twice.
+    web_metrics = requests.get(f"{runner.url}/metrics", timeout=10).text
+    assert not re.search(r"^rag_tokens_generated_total [1-9]", web_metrics, re.MULTILINE)
     stack = runner.descendants()
     assert any("redis-server" in p.name() for p in stack)
 
