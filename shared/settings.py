@@ -51,7 +51,7 @@ class PipelineSettings(BaseSettings):
     cpu_quantization: Literal["int8", "none"] = Field(
         "int8",
         description="On CPU: dynamic int8 quantization of the generator's linear layers "
-        "(bench/results/generators.md: about 3x the tokens/s of fp32).",
+        "(bench/results/generators_subset.md: over twice the tokens/s of fp32).",
     )
     threads: int = Field(
         0,

@@ -11,9 +11,10 @@ from worker.pipeline.types import Source
 
 NO_ANSWER = "The sources do not contain the answer."
 SYSTEM = "You are a helpful assistant. Answer briefly from the given sources only."
-# Small models follow an instruction best when it comes last, right before the question: on
-# 20 SQuAD questions Qwen2.5-Coder-0.5B (int8) put the gold answer in 9 answers this way, in
-# 5 with the same rules in the system message (docs/pipeline.md, "Choosing the prompt").
+# Small models follow an instruction best when it comes last, right before the question:
+# Qwen2.5-Coder-0.5B (int8) put the gold answer in 0.40 of 30 SQuAD answers this way, 0.23
+# with the same rules in the system message (docs/pipeline.md, "Choosing the generator and
+# the prompt").
 INSTRUCTION = (
     "Using only the sources above, answer in one to three sentences, citing them as [n]. "
     f"If they do not contain the answer, reply exactly: {NO_ANSWER}"
