@@ -39,7 +39,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = OpenAPI(
         __name__,
         info=Info(title="ragq", version=API_VERSION,
-                  description="Retrieval-augmented question answering as jobs. See docs/api.md."),
+                  description="Retrieval-augmented question answering as jobs. See docs/api.md."
+                  + stream.OPENAPI_DESCRIPTION),
         security_schemes=SECURITY_SCHEMES,
         doc_prefix="/docs",
         validation_error_callback=problems.from_validation_error,
@@ -74,6 +75,8 @@ def _openapi(app: OpenAPI, settings: Settings) -> Response:
     queries = doc["components"]["schemas"]["BatchRequest"]["properties"]["queries"]
     queries["maxItems"] = settings.api.batch_max
     for operation in (op for path in doc["paths"].values() for op in path.values()):
+        if "parameters" not in operation and "requestBody" not in operation:
+            operation["responses"].pop("422", None)  # flask-openapi3 adds it to every route
         for response in operation.get("responses", {}).values():
             content = response.get("content", {})
             if _is_problem(content.get("application/json", {})):

@@ -12,7 +12,7 @@ from shared.errors import BrokerUnavailable
 from shared.workers import list_workers
 from web.problems import problem, retry_after
 from web.resources import resources
-from web.schemas import ProblemOut
+from web.schemas import DevicesOut, LiveOut, ProblemOut, ReadyOut, StatsOut
 
 READY_RETRY_AFTER_SECONDS = 5
 
@@ -31,13 +31,13 @@ def _broker_reachable() -> bool:
         return False
 
 
-@bp.get("")
+@bp.get("", responses={200: LiveOut})
 def live() -> Response:
     """Liveness: the process answers (touches nothing else)."""
     return jsonify({"status": "ok"})
 
 
-@bp.get("/ready", responses={503: ProblemOut})
+@bp.get("/ready", responses={200: ReadyOut, 503: ProblemOut})
 def ready() -> Response:
     """Ready when the broker answers and a worker is online with its pipeline loaded."""
     broker = _broker_reachable()
@@ -50,7 +50,7 @@ def ready() -> Response:
                    headers=retry_after(READY_RETRY_AFTER_SECONDS))
 
 
-@bp.get("/gpu", responses={503: ProblemOut})
+@bp.get("/gpu", responses={200: DevicesOut, 503: ProblemOut})
 def gpu() -> Response:
     """The live workers' device reports (device, CUDA, model on device, VRAM used/total)."""
     workers = _workers()
@@ -66,9 +66,10 @@ def device_report(worker: dict[str, Any]) -> dict[str, Any]:
     return {**found, **(worker.get("device") or {})}
 
 
-@bp.get("/stats")
+@bp.get("/stats", responses={200: StatsOut, 503: ProblemOut})
 def stats() -> Response:
-    """Queue depth, workers, jobs by status, the semantic cache and the cost breaker."""
+    """Queue depth, workers, jobs by status, the semantic cache and the cost breaker (503 when
+    the broker is unreachable)."""
     found = resources()
     body: dict[str, Any] = {
         "queue_depth": found.store.queue_depth(),

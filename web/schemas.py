@@ -154,3 +154,26 @@ class ProblemOut(BaseModel):
     detail: str
     request_id: str
     errors: list[FieldError] | None = None
+
+
+class LiveOut(BaseModel):
+    status: str = Field(description="Always `ok`: the process answers.")
+
+
+class ReadyOut(BaseModel):
+    status: str = Field(description="`ready`.")
+    checks: dict[str, Any] = Field(description="`broker` (reachable) and `workers_ready`.")
+
+
+class DevicesOut(BaseModel):
+    workers: list[dict[str, Any]] = Field(description="One device report per live worker.")
+
+
+class StatsOut(BaseModel):
+    queue_depth: int
+    workers: list[dict[str, Any]] | int = Field(
+        description="The live workers' reports, or their number when health detail is off."
+    )
+    jobs: dict[str, int] = Field(description="Jobs queued and running, and by final status.")
+    cache: dict[str, Any] | None = Field(description="The semantic cache; null when it is off.")
+    breaker: dict[str, Any] = Field(description="The cost breaker's window and state.")

@@ -43,6 +43,20 @@ EVENTS_TRIMMED = 4410
 LIVENESS_CHECK_SECONDS = 1.0
 AFTER_MAX = 2**63 - 2  # the stream is read from after + 1, which Redis holds as a signed 64-bit
 
+# OpenAPI 3.1 has no WebSocket operations: the route is told in the document's description.
+OPENAPI_DESCRIPTION = f"""
+## WebSocket: `GET /v1/jobs/{{job_id}}/stream[?after=n]`
+
+Upgrade to a WebSocket to receive the job's events, one JSON object per message:
+`{{"seq": n, "type": "status"|"sources"|"token"|"done"|"error", "job_id": ..., "ts": ...}}`
+plus a payload; `seq` starts at 1 with no gaps. `after` is the last seq the client has (0 to
+{AFTER_MAX}); every later event comes once, in order, then the socket closes with 1000.
+Authenticate with `X-API-Key` or `?ticket=` (`POST /v1/ws-tickets`). A refused handshake is an
+HTTP problem: 400 (bad `after`, or no `Upgrade: websocket`), 401, 403 (Origin), 404, 429 (too
+many sockets), 503. Close codes once open: 1000 finished, 1013 try again later (broker
+unreachable, or too many sockets), 4404 job vanished, 4410 events trimmed, 1011 unexpected.
+"""
+
 log = logging.getLogger(__name__)
 bp = Blueprint("stream", __name__)
 sock = Sock()

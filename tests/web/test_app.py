@@ -51,3 +51,18 @@ def test_docs_open_swagger_ui(make_app: Callable[..., Flask]) -> None:
         assert "swagger-ui-bundle.js" in page.get_data(as_text=True), path
     # the page reads openapi.json beside it: the same document as /openapi.json
     assert client.get("/docs/openapi.json").get_json() == client.get("/openapi.json").get_json()
+
+
+def test_health_routes_document_the_codes_they_answer(client: FlaskClient) -> None:
+    paths = client.get("/openapi.json").get_json()["paths"]
+    codes = {path: set(paths[path]["get"]["responses"])
+             for path in ("/health", "/health/ready", "/health/gpu", "/health/stats")}
+    assert codes == {"/health": {"200"}, "/health/ready": {"200", "503"},
+                     "/health/gpu": {"200", "503"}, "/health/stats": {"200", "503"}}
+    assert "$ref" in str(paths["/health/stats"]["get"]["responses"]["200"])
+
+
+def test_openapi_tells_the_websocket_route(client: FlaskClient) -> None:
+    description = client.get("/openapi.json").get_json()["info"]["description"]
+    assert "/v1/jobs/{job_id}/stream" in description
+    assert "1013" in description
