@@ -328,6 +328,28 @@ class FlowerSettings(BaseSettings):
     basic_auth: str = Field("ragq:change-me", description="user:password Flower requires.")
 
 
+class CollectionSettings(BaseSettings):
+    """Collections: named corpora that users upload documents into (docs/collections.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="COLLECTIONS_", extra="ignore")
+
+    dir: Path = Field(
+        Path("index/collections"), description="Folder holding each collection's index versions."
+    )
+    queue: str = Field("ragq.ingest", description="Celery queue of ingest tasks.")
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest upload (all its files) accepted."
+    )
+    max_documents: int = Field(50, ge=1, le=1000, description="Files one upload may hold.")
+    versions_kept: int = Field(
+        2, ge=1, le=20, description="Index versions of a collection kept on disk (current too)."
+    )
+    reader_keys: CommaList = Field(
+        default_factory=list,
+        description="API keys that may read (query, list) every collection, not only their own.",
+    )
+
+
 GROUPS: dict[str, type[BaseSettings]] = {
     "pipeline": PipelineSettings,
     "cache": CacheSettings,
@@ -339,6 +361,7 @@ GROUPS: dict[str, type[BaseSettings]] = {
     "worker": WorkerSettings,
     "log": LogSettings,
     "flower": FlowerSettings,
+    "collections": CollectionSettings,
 }
 
 
@@ -355,6 +378,7 @@ class Settings(BaseModel):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
+    collections: CollectionSettings = Field(default_factory=CollectionSettings)
 
 
 def env_name(group: type[BaseSettings], field: str) -> str:
