@@ -23,9 +23,10 @@ from typing import Any, NotRequired, TypedDict, cast
 import redis
 
 from shared import events, keys, metrics
+from shared.admission import ADMIT_FUNCTION, QUEUE, Bounds
 from shared.breaker import SETTLE_FUNCTION, spend_window
 from shared.broker import BROKER_ERRORS, broker_errors
-from shared.errors import BrokerUnavailable, InvalidTransition, JobNotFound
+from shared.errors import BrokerUnavailable, InvalidTransition, JobNotFound, QueueRefused
 from shared.events import EventHub, EventLog, PrivateSubscription, Subscription
 from shared.settings import Settings
 
@@ -106,6 +107,21 @@ if ARGV[12] == '1' then
   settle(KEYS[1], KEYS[7], ARGV[14], ARGV[15], ARGV[16])
 end
 return emit(KEYS[1], KEYS[2], ARGV[7], ARGV[8], ARGV[9], ARGV[6])
+"""
+
+# KEYS: job, queued, owner's jobs. ARGV: max depth, max queued per owner (0: no limit), now,
+# job id, retention, owner index cutoff, then the record's fields. Admission and enqueue in one
+# step: {1, the owner's jobs queued ahead} or ADMIT_FUNCTION's refusal.
+_CREATE_SCRIPT = ADMIT_FUNCTION + """
+local refused, ahead = admit(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+if refused then return refused end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[6])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+return {1, ahead}
 """
 
 # KEYS: job, events, owner's jobs, status counts. ARGV: status event, done event, stream
@@ -257,30 +273,43 @@ class JobStore:
         self._touch_queued = redis_client.register_script(_TOUCH_IF_QUEUED_SCRIPT)
         self._renew = redis_client.register_script(_RENEW_SCRIPT)
         self._answered = redis_client.register_script(_ANSWERED_SCRIPT)
+        self._create = redis_client.register_script(_CREATE_SCRIPT)
 
     # --- clients' API -------------------------------------------------------------------
-    @broker_errors()
     def create(self, *, owner: str, query: str, top_k: int, request_id: str) -> JobRecord:
-        """A new queued job owned by `owner`; emits status `queued` (seq 1)."""
+        """A new queued job owned by `owner`, without queue limits; see create_admitted."""
+        record, _ = self.create_admitted(owner=owner, query=query, top_k=top_k,
+                                         request_id=request_id, bounds=Bounds())
+        return record
+
+    @broker_errors()
+    def create_admitted(
+        self, *, owner: str, query: str, top_k: int, request_id: str, bounds: Bounds
+    ) -> tuple[JobRecord, int]:
+        """A new queued job owned by `owner`, admitted under `bounds` in the same atomic step
+        (QueueRefused otherwise); emits status `queued` (seq 1). Also returns how many of the
+        owner's jobs were queued ahead of it."""
         job_id = str(uuid.uuid4())
         now = time.time()
         raw = {"id": job_id, "owner": owner, "status": Status.QUEUED.value, "query": query,
                "top_k": str(top_k), "created_at": repr(now), "attempt": "0",
                "request_id": request_id}
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.job(job_id), mapping=cast("dict[Any, Any]", raw))
-            pipe.expire(keys.job(job_id), self.jobs.retention_seconds)
-            pipe.zadd(keys.QUEUED, {job_id: now})
-            pipe.zadd(keys.owner_jobs(owner), {job_id: now})
-            pipe.zremrangebyscore(keys.owner_jobs(owner), "-inf", now - self.jobs.retention_seconds)
-            pipe.expire(keys.owner_jobs(owner), self.jobs.retention_seconds)
-            pipe.execute()
+        retention = self.jobs.retention_seconds
+        args: list[str | int] = [bounds.max_depth, bounds.max_queued_per_key, repr(now), job_id,
+                                 retention, repr(now - retention),
+                                 *(item for pair in raw.items() for item in pair)]
+        admitted = self._create(keys=[keys.job(job_id), keys.QUEUED, keys.owner_jobs(owner)],
+                                args=args)
+        if int(admitted[0]) != 1:
+            limit, count = str(admitted[1]), int(admitted[2])
+            maximum = bounds.max_depth if limit == QUEUE else bounds.max_queued_per_key
+            raise QueueRefused(limit, count, maximum)
         try:
             self.events.emit(job_id, events.STATUS, status=Status.QUEUED.value, attempt=0)
         except (BrokerUnavailable, JobNotFound):
             self.discard(job_id, owner)  # no task is sent: it would stay queued for good
             raise
-        return view(raw, self.queue_position(job_id))
+        return view(raw, self.queue_position(job_id)), int(admitted[1])
 
     @broker_errors()
     def create_answered(

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol
@@ -212,13 +212,19 @@ class SemanticCache:
         self._sync_lock = threading.Lock()  # one sync at a time
 
     # --- public API -----------------------------------------------------------------------
-    def lookup(self, query: str, scope: Scope) -> CacheLookup:
+    def lookup(
+        self, query: str, scope: Scope, on_exact_miss: Callable[[], object] = lambda: None
+    ) -> CacheLookup:
         """Find an answer for `query` within `scope`: exact text first, then a verified
-        nearest neighbour. Never raises for cache Redis failures (they are misses)."""
+        nearest neighbour. `on_exact_miss` runs once when the exact path misses, before the
+        query is embedded: the submit path's admission check, which may raise to refuse the
+        question before the costly step. Never raises for cache Redis failures (misses)."""
         if not self.settings.enabled or self.embedder is None:
+            on_exact_miss()
             return CacheLookup(hit=False)
         result = guarded("lookup_exact", lambda: self._lookup_exact(query, scope), None)
         if result is None:
+            on_exact_miss()
             result = self._lookup_semantic(query, scope)
         self._count(result)
         return result

@@ -4,11 +4,13 @@
 
 1. cache lookup: a hit becomes a finished job of the caller's (`cached: true`, the similarity,
    the original question), stored with its events in one round trip; nothing is queued;
-2. breaker, then admission: a miss is refused (429 with Retry-After) while the window's spend
-   is at its limit or the queue is too deep;
+2. admission, then breaker: a miss is refused (429 with Retry-After) while the queue is at
+   its limit (checked when the exact path missed, before the query is embedded, so a refusal
+   costs no CPU) or the window's spend is at its limit;
 3. single-flight claim: an identical miss already in flight is attached to instead;
 4. reserve the job's estimated cost on the breaker;
-5. create the job record and send its task, carrying the query embedding so the worker can
+5. create the job record, admitted under the queue limits in the same atomic step (the check
+   of step 2 only reads), and send its task, carrying the query embedding so the worker can
    cache the answer without embedding it again (a failure gives the reservation back);
 6. bind the claim to the new job.
 
@@ -25,9 +27,10 @@ from celery import Celery
 from flask import g
 
 from shared import metrics
+from shared.admission import Bounds
 from shared.breaker import RESERVED_FIELD, WINDOW_FIELD, Breaker, job_estimate_eur
 from shared.cache import JOB_EMBEDDING_FIELD, encode_vector, scope_for
-from shared.errors import BrokerUnavailable, JobNotFound
+from shared.errors import BrokerUnavailable, JobNotFound, QueueRefused
 from shared.jobs import METRIC_FIELDS, JobRecord, JobStore
 from shared.settings import Settings
 from shared.tasks import send_generate
@@ -47,13 +50,18 @@ def submit(query: str, top_k: int | None) -> JobRecord:
     found = resources()
     k = top_k or found.settings.pipeline.top_k
     scope = scope_for(found.pipeline_info(), k)
+
+    def check_queue() -> None:  # before the query is embedded: a refusal costs no CPU
+        found.admission.check(g.owner)
+
     lookup = CacheLookup(hit=False)
     if found.settings.cache.enabled:
-        lookup = found.cache.lookup(query, scope)
+        lookup = found.cache.lookup(query, scope, on_exact_miss=check_queue)
         if lookup.hit:
             return answer_from_cache(found.store, query, k, lookup)
+    else:
+        check_queue()
     found.breaker.check()
-    found.admission.check()
     claim, record = claim_or_attach(found, fingerprint(query, scope, g.owner))
     if record is not None:
         log.info("job attached", extra={"job_id": record["id"], "top_k": k})
@@ -143,8 +151,9 @@ class Reservation:
 def queue_reserved(
     found: Resources, query: str, top_k: int, lookup: CacheLookup, reservation: Reservation | None
 ) -> JobRecord:
-    """Create the job and send its task with what the worker needs: the reservation to settle,
-    the query embedding to cache. A submission that fails gives the reservation back."""
+    """Create the job, admitted atomically under the queue limits, and send its task with what
+    the worker needs: the reservation to settle, the query embedding to cache. A submission
+    that fails gives the reservation back; a refused admission is QueueFull."""
     internal: dict[str, str] = {}
     if lookup.embedding is not None:
         internal[JOB_EMBEDDING_FIELD] = encode_vector(lookup.embedding)
@@ -152,24 +161,29 @@ def queue_reserved(
         internal.update(reservation.fields())
     try:
         return submit_job(found.store, found.celery, owner=g.owner, query=query, top_k=top_k,
-                          request_id=current_request_id(), internal=internal)
-    except BaseException:
+                          request_id=current_request_id(), internal=internal,
+                          bounds=found.admission.bounds())
+    except BaseException as error:
         if reservation is not None:
             reservation.give_back(found.breaker)
+        if isinstance(error, QueueRefused):
+            raise found.admission.refusal(error) from error
         raise
 
 
 def submit_job(
     store: JobStore, celery: Celery, *, owner: str, query: str, top_k: int, request_id: str,
-    internal: dict[str, str] | None = None,
+    internal: dict[str, str] | None = None, bounds: Bounds | None = None,
 ) -> JobRecord:
     """Create the job record and send its task; the returned record is queued.
 
     `internal`: extra fields for the worker, kept in the job hash but never shown to clients
-    (the cache's query embedding). BrokerUnavailable when the broker Redis cannot be reached
-    (the record is then removed).
+    (the cache's query embedding). `bounds`: the queue limits it is admitted under, atomically
+    (QueueRefused when one is reached; none by default). BrokerUnavailable when the broker
+    Redis cannot be reached (the record is then removed).
     """
-    record = store.create(owner=owner, query=query, top_k=top_k, request_id=request_id)
+    record, _ = store.create_admitted(owner=owner, query=query, top_k=top_k,
+                                      request_id=request_id, bounds=bounds or Bounds())
     try:
         if internal:
             store.set_internal(record["id"], internal)

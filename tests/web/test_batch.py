@@ -19,7 +19,7 @@ def test_a_batch_refused_midway_cancels_the_jobs_it_already_queued(
     make_app: Callable[..., Flask], broker_redis: RedisServer
 ) -> None:
     app = make_app(broker={"url": broker_redis.url}, cache={"enabled": False},
-                   api={"max_queue_depth": 2})
+                   api={"max_queue_depth": 3})
     client = app.test_client()
     earlier = client.post("/v1/jobs", json={"query": "a job of another request"})
     assert earlier.status_code == 202
