@@ -68,6 +68,10 @@ class DenseIndex:
                 best.setdefault(self._owners[row], float(score))
         return list(best.items())
 
+    def rows(self) -> tuple[np.ndarray, list[int]]:
+        """Every stored vector and its owning chunk row (an incremental build keeps them)."""
+        return self._index.reconstruct_n(0, self.size), list(self._owners)
+
     def save(self, folder: Path) -> None:
         faiss.write_index(self._index, str(folder / self.FILE))
         (folder / self.OWNERS).write_text(json.dumps(self._owners), encoding="utf-8")

@@ -7,6 +7,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,13 +111,13 @@ def build_index(
     texts = [indexed_text(chunk, settings.index_headings) for chunk in chunks]
     dense = _dense(chunks, settings, embedder, progress)
     sparse = SparseIndex.build(texts, settings.sparse_stemming)
-    manifest = _manifest(settings, embedder, chunks, len(documents))
+    manifest = manifest_for(settings, embedder, chunks, len(documents))
     manifest["vector_count"] = dense.size
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     staging.chmod(0o755)
     try:
-        _write(staging, chunks, dense, sparse)
+        write_index(staging, chunks, dense, sparse)
         manifest["build_seconds"] = round(time.perf_counter() - started, 3)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _replace(staging, out)
@@ -142,22 +143,28 @@ def _dense(
         dense_texts(chunk, settings.index_headings, settings.index_sentences) for chunk in chunks
     ]
     owners = [row for row, texts in enumerate(per_chunk) for _ in texts]
-    vectors = _embed(embedder, [text for texts in per_chunk for text in texts], progress)
+    vectors = embed(embedder, [text for texts in per_chunk for text in texts], progress)
     return DenseIndex.build(vectors, owners, settings.index_type)
 
 
-def _embed(embedder: Embedder, texts: list[str], progress: bool) -> np.ndarray:
-    batches = range(0, len(texts), EMBED_BATCH)
-    parts = [
-        embedder.encode(texts[i : i + EMBED_BATCH], batch_size=EMBED_BATCH)
-        for i in tqdm(batches, desc="embedding chunks", unit="batch", disable=not progress)
-    ]
+def embed(
+    embedder: Embedder, texts: list[str], progress: bool,
+    report: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """`texts` embedded in batches; `report(done, total)` after each batch when given."""
+    parts = []
+    for i in tqdm(range(0, len(texts), EMBED_BATCH), desc="embedding chunks", unit="batch",
+                  disable=not progress):
+        parts.append(embedder.encode(texts[i : i + EMBED_BATCH], batch_size=EMBED_BATCH))
+        if report is not None:
+            report(min(i + EMBED_BATCH, len(texts)), len(texts))
     return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
 
 
-def _manifest(
+def manifest_for(
     settings: PipelineSettings, embedder: Embedder, chunks: list[Chunk], n_docs: int
 ) -> dict[str, Any]:
+    """The manifest of an index of `chunks`; its index_version hashes the chunks and settings."""
     used = settings.model_dump(
         include={
             "chunk_tokens",
@@ -183,7 +190,8 @@ def _manifest(
     }
 
 
-def _write(folder: Path, chunks: list[Chunk], dense: DenseIndex, sparse: SparseIndex) -> None:
+def write_index(folder: Path, chunks: list[Chunk], dense: DenseIndex, sparse: SparseIndex) -> None:
+    """The chunks, FAISS and BM25 files of an index into `folder` (the manifest is the caller's)."""
     with (folder / CHUNKS).open("w", encoding="utf-8") as handle:
         for chunk in chunks:
             handle.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
