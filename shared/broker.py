@@ -5,7 +5,9 @@ with Retry-After) is decided here, once: it cannot be reached or does not answer
 (`ConnectionError`, `TimeoutError`, which cover `BusyLoadingError`), or it cannot take writes
 right now (`ReadOnlyError` during a failover, `OutOfMemoryError` when the noeviction instance
 is full). Any other `RedisError` (a Lua script error, a wrong key type) is a bug in ragq, not
-an outage: it propagates, and the web answers 500.
+an outage: it propagates, and the web answers 500. A pool whose every connection stayed busy
+for BROKER_POOL_TIMEOUT_SECONDS is neither: BrokerBusy (a kind of BrokerUnavailable, so every
+caller treats it alike), answered 503 `broker-busy` and counted apart from outages.
 
 `broker_errors()` is a context manager and, like any `contextlib.contextmanager`, a
 decorator (httpx's `_exceptions.map_exceptions` is the model):
@@ -19,12 +21,14 @@ decorator (httpx's `_exceptions.map_exceptions` is the model):
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import redis
 
-from shared.errors import BrokerUnavailable
+from shared.errors import BrokerBusy, BrokerUnavailable
 from shared.settings import BrokerSettings
 
 BROKER_ERRORS: tuple[type[Exception], ...] = (
@@ -32,29 +36,61 @@ BROKER_ERRORS: tuple[type[Exception], ...] = (
 )
 HEALTH_CHECK_SECONDS = 30
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 2.0
+DEFAULT_POOL_SIZE = 256
+DEFAULT_POOL_TIMEOUT_SECONDS = 5.0
+
+
+class PoolExhausted(redis.ConnectionError):
+    """No connection of the pool came free within its timeout (the broker itself may be fine)."""
+
+
+class WaitingPool(redis.BlockingConnectionPool):
+    """redis-py's BlockingConnectionPool (a caller waits for a free connection instead of
+    failing at once, as ConnectionPool does past its cap of 100), telling an exhausted pool apart
+    from a broker that cannot be reached: both are redis.ConnectionError in redis-py."""
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get_connection(*args, **kwargs)
+        except redis.ConnectionError as error:
+            # redis-py raises "No connection available." from the pool queue's Empty
+            if isinstance(error.__context__, queue.Empty):
+                raise PoolExhausted(
+                    f"all {self.max_connections} broker connections busy for {self.timeout}s"
+                ) from error
+            raise
 
 
 def connect(settings: BrokerSettings) -> redis.Redis:
     """The broker client every process uses (replies decoded to str)."""
-    return open_client(settings.url, settings.connect_timeout_seconds)
+    return open_client(settings.url, settings.connect_timeout_seconds, settings.pool_size,
+                       settings.pool_timeout_seconds)
 
 
 def open_client(
-    url: str, connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    url: str,
+    connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    pool_timeout_seconds: float = DEFAULT_POOL_TIMEOUT_SECONDS,
 ) -> redis.Redis:
     """A broker client for `url` (connect() for settings; scripts and tests hold only a URL)."""
-    return redis.Redis.from_url(
-        url, decode_responses=True, socket_connect_timeout=connect_timeout_seconds,
+    pool = WaitingPool.from_url(
+        url, max_connections=pool_size, timeout=pool_timeout_seconds, decode_responses=True,
+        socket_connect_timeout=connect_timeout_seconds,
         health_check_interval=HEALTH_CHECK_SECONDS,
     )
+    return redis.Redis(connection_pool=pool)
 
 
 @contextmanager
 def broker_errors(
     what: str = "broker Redis unavailable", also: tuple[type[Exception], ...] = ()
 ) -> Iterator[None]:
-    """Raise BrokerUnavailable("<what>: <error>") for BROKER_ERRORS (and `also`) inside."""
+    """Raise BrokerUnavailable("<what>: <error>") for BROKER_ERRORS (and `also`) inside, and
+    its kind BrokerBusy when the process's pool stayed exhausted (the broker may be fine)."""
     try:
         yield
+    except PoolExhausted as error:
+        raise BrokerBusy(f"{what}: {error}") from error
     except BROKER_ERRORS + also as error:
         raise BrokerUnavailable(f"{what}: {error}") from error

@@ -264,6 +264,16 @@ class BrokerSettings(BaseSettings):
     )
     queue: str = Field("ragq.generate", description="Celery queue of generation tasks.")
     connect_timeout_seconds: float = Field(2.0, gt=0.0, description="Socket connect timeout.")
+    pool_size: int = Field(
+        256, ge=2, le=10000,
+        description="Broker connections per process; a caller waits for a free one (web: at "
+        "least the requests a process serves at once that touch Redis).",
+    )
+    pool_timeout_seconds: float = Field(
+        5.0, gt=0.0,
+        description="How long a caller waits for a free broker connection before a 503 "
+        "broker-busy (not an outage: rag_errors_total{type=\"broker-busy\"}).",
+    )
 
 
 class JobSettings(BaseSettings):
@@ -307,6 +317,13 @@ class WorkerSettings(BaseSettings):
     )
     heartbeat_seconds: float = Field(
         2.0, gt=0.0, description="How often the worker reports itself."
+    )
+    max_batch: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Jobs one worker process decodes together (continuous batching, "
+        "docs/jobs.md); 1 runs one job at a time.",
     )
 
 

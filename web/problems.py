@@ -15,20 +15,21 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
-from shared.broker import BROKER_ERRORS
-from shared.errors import BrokerUnavailable, BudgetExceeded, JobNotFound, QueueFull
+from shared.broker import BROKER_ERRORS, PoolExhausted
+from shared.errors import BrokerBusy, BrokerUnavailable, BudgetExceeded, JobNotFound, QueueFull
 from shared.metrics import ERRORS
 from web.request_ids import current_request_id
 
 PROBLEM_JSON = "application/problem+json"
 _BODY_HEADERS = ("content-type", "content-length")  # ours replace werkzeug's HTML ones
 BROKER_RETRY_AFTER_SECONDS = 5
+BUSY_RETRY_AFTER_SECONDS = 1
 
 # Every `type` this web counts in rag_errors_total: ragq's problem slugs, and 500 (about:blank
 # problems count by status); zeroed at start-up (shared/series.py).
-PROBLEM_TYPES = ("validation", "job-not-found", "broker-unavailable", "budget-exceeded",
-                 "queue-full", "not-ready", "no-worker", "query-timeout", "job-failed",
-                 "job-cancelled", "job-expired", "500")
+PROBLEM_TYPES = ("validation", "job-not-found", "broker-unavailable", "broker-busy",
+                 "budget-exceeded", "queue-full", "not-ready", "no-worker", "query-timeout",
+                 "job-failed", "job-cancelled", "job-expired", "500")
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,12 @@ def _broker_down(error: Exception) -> Response:
                    title="Service unavailable", headers=retry_after(BROKER_RETRY_AFTER_SECONDS))
 
 
+def _broker_busy(error: Exception) -> Response:
+    log.warning("broker connection pool exhausted: %s", error)
+    return problem(503, "the server is busy; retry shortly", slug="broker-busy",
+                   title="Service busy", headers=retry_after(BUSY_RETRY_AFTER_SECONDS))
+
+
 def _budget(error: BudgetExceeded) -> Response:
     return problem(429, str(error), slug="budget-exceeded", title="Spending limit reached",
                    headers=retry_after(error.retry_after))
@@ -118,6 +125,8 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(BrokerUnavailable, _broker_down)
     for broker_error in BROKER_ERRORS:  # a broker error that no call site translated
         app.register_error_handler(broker_error, _broker_down)
+    app.register_error_handler(BrokerBusy, _broker_busy)  # the more specific class wins
+    app.register_error_handler(PoolExhausted, _broker_busy)
     app.register_error_handler(BudgetExceeded, _budget)
     app.register_error_handler(QueueFull, _queue_full)
     app.register_error_handler(Exception, _unexpected)
