@@ -2,9 +2,14 @@
 
 The web looks answers up (web/semantic_cache.py); the worker writes a good answer under the
 embedding the web computed for its query (worker/aftercare.py). Both meet here, in the cache
-Redis (its own instance, `allkeys-lru`): one hash per entry (question, scope, embedding,
-payload, created), an exact key per normalised question text and scope, and a stream
+Redis (its own instance, `allkeys-lru`): one hash per entry (question, owner, scope,
+embedding, payload, created), an exact key per normalised question text and scope, and a stream
 (`keys.CACHE_LOG`) of entry ids in insertion order that lookup processes index from.
+
+Tenancy (CACHE_SHARING): under `key` (the default) each API key's answers live in a scope of
+their own (the owner id is part of the scope's digest), so another key can neither hit them nor
+learn from a hit that the question was asked. Under `shared` every key shares one scope, and a
+hit shows the cached question only to the key that asked it (`owner`).
 
 When the cache Redis is down, writes are skipped (and lookups miss): `rag_cache_errors_total`
 counts each failure and a warning is logged; nothing raises to the caller.
@@ -32,33 +37,65 @@ from shared.settings import CacheSettings
 log = logging.getLogger(__name__)
 
 JOB_EMBEDDING_FIELD = "cache_embedding"  # job hash field: the web's query embedding (base64)
+JOB_TENANT_FIELD = "cache_tenant"  # job hash field: whose cache the answer goes to ("": shared)
+OWNER_FIELD = "owner"  # job hash and entry hash field: the owner id of the key that asked
 
 
 @dataclass(frozen=True)
 class Scope:
-    """What an answer depends on besides the question; another scope never sees the entry."""
+    """What an answer depends on besides the question; another scope never sees the entry.
+    `tenant`: the owner id whose entries these are under CACHE_SHARING=key, "" when shared."""
 
     index_version: str
     model_id: str
     prompt_version: str
     top_k: int
+    tenant: str = ""
 
     @property
     def key(self) -> str:
         """A short stable digest of the scope, used in Redis keys and the index map."""
         text = f"{self.index_version}|{self.model_id}|{self.prompt_version}|{self.top_k}"
+        if self.tenant:
+            text += f"|{self.tenant}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def scope_for(pipeline_info: dict[str, str], top_k: int) -> Scope:
+def scope_for(pipeline_info: dict[str, str], top_k: int, tenant: str = "") -> Scope:
     """The scope of a query with `top_k` answered by workers that publish `pipeline_info`
-    (keys.PIPELINE_INFO: index_version, model_id, prompt_version)."""
+    (keys.PIPELINE_INFO: index_version, model_id, prompt_version), in `tenant`'s cache."""
     return Scope(
         index_version=pipeline_info.get("index_version", ""),
         model_id=pipeline_info.get("model_id", ""),
         prompt_version=pipeline_info.get("prompt_version", ""),
         top_k=top_k,
+        tenant=tenant,
     )
+
+
+def tenant_of(settings: CacheSettings, owner: str) -> str:
+    """The cache `owner`'s questions are looked up in and stored to: its own under
+    CACHE_SHARING=key, the one shared by every key otherwise."""
+    return owner if settings.sharing == "key" else ""
+
+
+@dataclass(frozen=True)
+class CacheTarget:
+    """What a worker needs to cache a job's answer where the web looked it up."""
+
+    vector: np.ndarray
+    tenant: str
+    owner: str
+
+
+def job_cache_target(broker: redis.Redis, job_id: str) -> CacheTarget | None:
+    """The cache target the web left in job `job_id`'s hash; None when it left no embedding
+    (the cache was off, or the job was sent without one)."""
+    embedding, tenant, owner = broker.hmget(
+        keys.job(job_id), [JOB_EMBEDDING_FIELD, JOB_TENANT_FIELD, OWNER_FIELD])
+    if not embedding:
+        return None
+    return CacheTarget(decode_vector(str(embedding)), str(tenant or ""), str(owner or ""))
 
 
 def normalise(question: str) -> str:
@@ -108,17 +145,18 @@ def cacheable(settings: CacheSettings, payload: dict[str, Any]) -> bool:
 
 def write_entry(
     client: redis.Redis, settings: CacheSettings, query: str, scope: Scope, vector: np.ndarray,
-    payload: dict[str, Any],
+    payload: dict[str, Any], owner: str = "",
 ) -> str | None:
-    """Cache `payload` (a succeeded job's result) for `query` in `scope` under `vector`, for
-    CACHE_TTL_SECONDS. Returns the entry id; None when skipped (see cacheable) or failed."""
+    """Cache `payload` (a succeeded job's result) for `query`, asked by `owner`, in `scope`
+    under `vector`, for CACHE_TTL_SECONDS. Returns the entry id; None when skipped (see
+    cacheable) or failed."""
     if not cacheable(settings, payload):
         return None
     entry_id = uuid.uuid4().hex
 
     def write() -> str | None:
         pipe = client.pipeline(transaction=True)
-        queue_write(pipe, settings, entry_id, query, scope, vector, payload)
+        queue_write(pipe, settings, entry_id, query, scope, vector, payload, owner)
         pipe.execute()
         return entry_id
 
@@ -128,12 +166,13 @@ def write_entry(
 
 def queue_write(
     pipe: Any, settings: CacheSettings, entry_id: str, query: str, scope: Scope,
-    vector: np.ndarray, payload: dict[str, Any],
+    vector: np.ndarray, payload: dict[str, Any], owner: str = "",
 ) -> None:
     """Add one entry's writes to a Redis pipeline (write_entry uses it; bulk loaders batch it)."""
     ttl = settings.ttl_seconds
     entry = {
         "question": query,
+        OWNER_FIELD: owner,
         "scope": scope.key,
         "embedding": encode_vector(vector),
         "payload": json.dumps(payload),

@@ -8,6 +8,9 @@ nearest-neighbour search however large the cache grows. A candidate from the ind
 checked by the verification stage (web/verify.py) and read back from Redis: an entry that
 expired or was evicted is a miss and leaves the index.
 
+Each API key looks up in its own scope under CACHE_SHARING=key (shared/cache.py "Tenancy"),
+and a hit names the cached question only to the key that asked it.
+
 When the cache Redis is down, lookups miss, writes are skipped, `rag_cache_errors_total`
 counts each failure and a warning is logged; nothing raises to the caller.
 """
@@ -29,6 +32,7 @@ import redis
 
 from shared import keys
 from shared.cache import (
+    OWNER_FIELD,
     Scope,
     cacheable,
     connect_cache,
@@ -79,7 +83,7 @@ class CacheLookup:
     path: str | None = None
     payload: dict[str, Any] | None = None
     similarity: float = 0.0
-    question: str | None = None
+    question: str | None = None  # the cached question: only when the asker asked it too
     entry_id: str | None = None
     embedding: np.ndarray | None = None
     rejected: list[str] = field(default_factory=list)
@@ -96,6 +100,7 @@ class _ScopeIndex:
         self.index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         self.ids: list[str] = []
         self.questions: list[str] = []
+        self.owners: list[str] = []
         self.vectors: list[np.ndarray] = []
         self.created: list[float] = []
         self.dead: set[int] = set()
@@ -116,13 +121,15 @@ class _ScopeIndex:
         for entry in entries:
             self.ids.append(entry.entry_id)
             self.questions.append(entry.question)
+            self.owners.append(entry.owner)
             self.vectors.append(entry.vector)
             self.created.append(entry.created)
 
     def entries(self, start: int = 0) -> list[IndexEntry]:
         """The live entries from position `start` on."""
         return [
-            IndexEntry(self.ids[i], self.questions[i], self.vectors[i], self.created[i])
+            IndexEntry(self.ids[i], self.questions[i], self.vectors[i], self.created[i],
+                       self.owners[i])
             for i in range(start, len(self.ids))
             if i not in self.dead
         ]
@@ -160,6 +167,7 @@ class IndexEntry:
     question: str
     vector: np.ndarray
     created: float
+    owner: str = ""
 
 
 def build_verifier(settings: CacheSettings, embedder: EmbedderLike) -> Verifier | None:
@@ -213,33 +221,37 @@ class SemanticCache:
 
     # --- public API -----------------------------------------------------------------------
     def lookup(
-        self, query: str, scope: Scope, on_exact_miss: Callable[[], object] = lambda: None
+        self, query: str, scope: Scope, on_exact_miss: Callable[[], object] = lambda: None,
+        asker: str = "",
     ) -> CacheLookup:
         """Find an answer for `query` within `scope`: exact text first, then a verified
         nearest neighbour. `on_exact_miss` runs once when the exact path misses, before the
         query is embedded: the submit path's admission check, which may raise to refuse the
-        question before the costly step. Never raises for cache Redis failures (misses)."""
+        question before the costly step. A hit carries the cached question only when `asker`
+        (an owner id) asked it. Never raises for cache Redis failures (they are misses)."""
         if not self.settings.enabled or self.embedder is None:
             on_exact_miss()
             return CacheLookup(hit=False)
-        result = guarded("lookup_exact", lambda: self._lookup_exact(query, scope), None)
+        result = guarded("lookup_exact", lambda: self._lookup_exact(query, scope, asker), None)
         if result is None:
             on_exact_miss()
-            result = self._lookup_semantic(query, scope)
+            result = self._lookup_semantic(query, scope, asker)
         self._count(result)
         return result
 
     def store(
-        self, query: str, scope: Scope, embedding: np.ndarray | None, payload: dict[str, Any]
+        self, query: str, scope: Scope, embedding: np.ndarray | None, payload: dict[str, Any],
+        owner: str = "",
     ) -> str | None:
-        """Cache `payload` (its `answer` must be non-empty) for `query` in `scope`, embedding the
-        query when `embedding` is None (shared.cache.write_entry). The entry id, None if skipped."""
+        """Cache `payload` (its `answer` must be non-empty) for `query`, asked by `owner`, in
+        `scope`, embedding the query when `embedding` is None (shared.cache.write_entry). The
+        entry id, None if skipped."""
         if not cacheable(self.settings, payload):
             return None
         if embedding is None and self.embedder is None:
             return None
         vector = embedding if embedding is not None else self._embed(query)
-        return write_entry(self.redis, self.settings, query, scope, vector, payload)
+        return write_entry(self.redis, self.settings, query, scope, vector, payload, owner)
 
     def stats(self) -> dict[str, Any]:
         """Entries, hits (by path), misses, hit rate and errors, across every process."""
@@ -277,7 +289,7 @@ class SemanticCache:
             return sum(index.live for index in self._indexes.values())
 
     # --- exact path ------------------------------------------------------------------------
-    def _lookup_exact(self, query: str, scope: Scope) -> CacheLookup | None:
+    def _lookup_exact(self, query: str, scope: Scope, asker: str) -> CacheLookup | None:
         exact_key = keys.cache_exact(scope.key, text_hash(query))
         entry_id = self.redis.get(exact_key)
         if not entry_id:
@@ -290,7 +302,7 @@ class SemanticCache:
             path=EXACT,
             payload=json.loads(entry["payload"]),
             similarity=1.0,
-            question=entry["question"],
+            question=entry["question"] if entry.get(OWNER_FIELD, "") == asker else None,
             entry_id=entry_id,
         )
 
@@ -299,14 +311,14 @@ class SemanticCache:
         assert self.embedder is not None, "lookups and stores without an embedding need one"
         return self.embedder.encode_one(query)
 
-    def _lookup_semantic(self, query: str, scope: Scope) -> CacheLookup:
+    def _lookup_semantic(self, query: str, scope: Scope, asker: str) -> CacheLookup:
         vector = self._embed(query)
         if guarded("sync", self._sync_if_due, False) is False:
             return CacheLookup(hit=False, embedding=vector)
         rejected: list[str] = []
         candidates = self._candidates(vector, scope)
-        verdicts = self._verdicts(query, [question for _, question, _, _ in candidates])
-        for (entry_id, question, similarity, position), verdict in zip(
+        verdicts = self._verdicts(query, [question for _, question, _, _, _ in candidates])
+        for (entry_id, question, similarity, position, owner), verdict in zip(
             candidates, verdicts, strict=True
         ):
             if not verdict.same:
@@ -323,19 +335,22 @@ class SemanticCache:
                 path=SEMANTIC,
                 payload=json.loads(payload),
                 similarity=similarity,
-                question=question,
+                question=question if owner == asker else None,
                 entry_id=entry_id,
                 embedding=vector,
             )
         return CacheLookup(hit=False, embedding=vector, rejected=rejected)
 
-    def _candidates(self, vector: np.ndarray, scope: Scope) -> list[tuple[str, str, float, int]]:
+    def _candidates(
+        self, vector: np.ndarray, scope: Scope
+    ) -> list[tuple[str, str, float, int, str]]:
         with self._lock:
             index = self._indexes.get(scope.key)
             if index is None:
                 return []
             return [
-                (index.ids[position], index.questions[position], score, position)
+                (index.ids[position], index.questions[position], score, position,
+                 index.owners[position])
                 for position, score in index.search(vector, self.settings.candidates)
                 if score >= self.settings.similarity_threshold
             ]
@@ -388,10 +403,10 @@ class SemanticCache:
     # --- syncing -------------------------------------------------------------------------
     def queue_write(
         self, pipe: Any, entry_id: str, query: str, scope: Scope, vector: np.ndarray,
-        payload: dict[str, Any],
+        payload: dict[str, Any], owner: str = "",
     ) -> None:
         """Add one entry's writes to a Redis pipeline (bulk loaders batch them)."""
-        queue_write(pipe, self.settings, entry_id, query, scope, vector, payload)
+        queue_write(pipe, self.settings, entry_id, query, scope, vector, payload, owner)
 
     def _sync_if_due(self) -> bool:
         """Pull one batch when due; never waits for a sync in progress, and leaves a longer
@@ -439,13 +454,16 @@ class SemanticCache:
         ]
         pipe = self.redis.pipeline(transaction=False)
         for _, fields in fresh:
-            pipe.hmget(keys.cache_entry(fields["id"]), "question", "embedding")
+            pipe.hmget(keys.cache_entry(fields["id"]), "question", "embedding", OWNER_FIELD)
         by_scope: dict[str, list[IndexEntry]] = {}
-        for (created, fields), (question, embedding) in zip(fresh, pipe.execute(), strict=True):
+        for (created, fields), (question, embedding, owner) in zip(
+            fresh, pipe.execute(), strict=True
+        ):
             if question is None or embedding is None:
                 continue
             self._known.add(fields["id"])
-            entry = IndexEntry(fields["id"], question, decode_vector(embedding), created)
+            entry = IndexEntry(fields["id"], question, decode_vector(embedding), created,
+                               owner or "")
             by_scope.setdefault(fields["scope"], []).append(entry)
         return by_scope
 

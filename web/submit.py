@@ -2,8 +2,9 @@
 
 `submit()` answers a question with the caller's job:
 
-1. cache lookup: a hit becomes a finished job of the caller's (`cached: true`, the similarity,
-   the original question), stored with its events in one round trip; nothing is queued;
+1. cache lookup, in the caller's key's scope (CACHE_SHARING): a hit becomes a finished job of
+   the caller's (`cached: true`, the similarity, the original question when the caller asked
+   it), stored with its events in one round trip; nothing is queued;
 2. admission, then breaker: a miss is refused (429 with Retry-After) while the queue is at
    its limit (checked when the exact path missed, before the query is embedded, so a refusal
    costs no CPU) or the window's spend is at its limit;
@@ -29,7 +30,14 @@ from flask import g
 from shared import metrics
 from shared.admission import Bounds
 from shared.breaker import RESERVED_FIELD, WINDOW_FIELD, Breaker, job_estimate_eur
-from shared.cache import JOB_EMBEDDING_FIELD, encode_vector, scope_for
+from shared.cache import (
+    JOB_EMBEDDING_FIELD,
+    JOB_TENANT_FIELD,
+    Scope,
+    encode_vector,
+    scope_for,
+    tenant_of,
+)
 from shared.errors import BrokerUnavailable, JobNotFound, QueueRefused
 from shared.jobs import METRIC_FIELDS, JobRecord, JobStore
 from shared.settings import Settings
@@ -49,14 +57,14 @@ def submit(query: str, top_k: int | None) -> JobRecord:
     or a new queued one."""
     found = resources()
     k = top_k or found.settings.pipeline.top_k
-    scope = scope_for(found.pipeline_info(), k)
+    scope = scope_for(found.pipeline_info(), k, tenant_of(found.settings.cache, g.owner))
 
     def check_queue() -> None:  # before the query is embedded: a refusal costs no CPU
         found.admission.check(g.owner)
 
     lookup = CacheLookup(hit=False)
     if found.settings.cache.enabled:
-        lookup = found.cache.lookup(query, scope, on_exact_miss=check_queue)
+        lookup = found.cache.lookup(query, scope, on_exact_miss=check_queue, asker=g.owner)
         if lookup.hit:
             return answer_from_cache(found.store, query, k, lookup)
     else:
@@ -68,7 +76,7 @@ def submit(query: str, top_k: int | None) -> JobRecord:
         return record
     try:
         reservation = Reservation.make(found.breaker, found.settings)
-        record = queue_reserved(found, query, k, lookup, reservation)
+        record = queue_reserved(found, query, k, scope, lookup, reservation)
     except BaseException:
         found.single_flight.release(claim)
         raise
@@ -149,14 +157,17 @@ class Reservation:
 
 
 def queue_reserved(
-    found: Resources, query: str, top_k: int, lookup: CacheLookup, reservation: Reservation | None
+    found: Resources, query: str, top_k: int, scope: Scope, lookup: CacheLookup,
+    reservation: Reservation | None,
 ) -> JobRecord:
     """Create the job, admitted atomically under the queue limits, and send its task with what
-    the worker needs: the reservation to settle, the query embedding to cache. A submission
+    the worker needs: the reservation to settle, the query embedding and the cache scope's
+    tenant to cache the answer where it was looked up. A submission
     that fails gives the reservation back; a refused admission is QueueFull."""
     internal: dict[str, str] = {}
     if lookup.embedding is not None:
         internal[JOB_EMBEDDING_FIELD] = encode_vector(lookup.embedding)
+        internal[JOB_TENANT_FIELD] = scope.tenant
     if reservation is not None:
         internal.update(reservation.fields())
     try:

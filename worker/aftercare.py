@@ -15,9 +15,9 @@ from typing import Any
 
 import redis
 
-from shared import keys, metrics
+from shared import metrics
 from shared.admission import record_duration
-from shared.cache import JOB_EMBEDDING_FIELD, connect_cache, decode_vector, scope_for, write_entry
+from shared.cache import connect_cache, job_cache_target, scope_for, write_entry
 from shared.jobs import FinishReason, JobRecord
 from shared.series import EMPTY_ANSWER
 from shared.settings import Settings
@@ -46,11 +46,11 @@ class Aftercare:
             if reason:
                 metrics.CACHE_WRITES_SKIPPED.labels(reason=reason).inc()
                 return
-            embedding = self.broker.hget(keys.job(record["id"]), JOB_EMBEDDING_FIELD)
-            if embedding:
-                scope = scope_for(self.pipeline_info, int(record["top_k"]))
+            target = job_cache_target(self.broker, record["id"])
+            if target is not None:
+                scope = scope_for(self.pipeline_info, int(record["top_k"]), target.tenant)
                 write_entry(self.cache, self.cache_settings, record["query"], scope,
-                            decode_vector(str(embedding)), result)
+                            target.vector, result, target.owner)
         except Exception as error:  # the job's done event matters more than its aftercare
             metrics.ERRORS.labels(type="aftercare").inc()
             log.warning("aftercare failed; the job ends succeeded without it",
