@@ -101,11 +101,13 @@ def wait_ready(settings: Settings, runner_pid: int | None = None) -> int:
 
 
 def _banner(base: str, settings: Settings) -> str:
-    key = f" -H 'X-API-Key: {settings.auth.api_keys[0]}'" if settings.auth.enabled else ""
+    # a key is a secret: the banner lands in logs, so it names the variable, never the value
+    key = " -H \"X-API-Key: $RAGQ_API_KEY\"" if settings.auth.enabled else ""
+    try_it = "Try (RAGQ_API_KEY: one of AUTH_API_KEYS):" if settings.auth.enabled else "Try:"
     return "\n".join([
         "",
         f"ragq is ready at {base}  (API docs: {base}/docs, Flower: http://127.0.0.1:{settings.flower.port})",
-        "Try:",
+        try_it,
         f"  curl -s {base}/v1/jobs -H 'Content-Type: application/json'{key} \\",
         "       -H 'Prefer: wait=60' \\",
         "       -d '{\"query\": \"What is retrieval-augmented generation?\"}'",

@@ -1,4 +1,8 @@
-"""Health: liveness, readiness, the workers' device report, and queue statistics. No key needed."""
+"""Health: liveness, readiness, the workers' device report, and queue statistics. No key needed.
+
+Without a key, who runs where (hosts, pids, models, pipeline versions) and what was spent are
+shown only with API_HEALTH_DETAIL, which defaults to on while auth is off and off while it is on.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,13 @@ from shared.broker import broker_errors
 from shared.errors import BrokerUnavailable
 from shared.workers import list_workers
 from web.problems import problem, retry_after
-from web.resources import resources
+from web.resources import resources, settings
 from web.schemas import DevicesOut, LiveOut, ProblemOut, ReadyOut, StatsOut
 
 READY_RETRY_AFTER_SECONDS = 5
+# What /health/gpu shows of a worker without API_HEALTH_DETAIL: no host, pid or model.
+PUBLIC_DEVICE_FIELDS = ("pipeline_loaded", "device", "cuda_available", "vram_used_gb",
+                        "vram_total_gb")
 
 bp = APIBlueprint("health", __name__, url_prefix="/health", abp_tags=[Tag(name="health")])
 
@@ -57,13 +64,25 @@ def gpu() -> Response:
     if not workers:
         return problem(503, "no worker is online", slug="no-worker", title="No worker",
                        headers=retry_after(READY_RETRY_AFTER_SECONDS))
-    return jsonify({"workers": [device_report(worker) for worker in workers]})
+    detail = show_detail()
+    return jsonify({"workers": [device_report(worker, detail) for worker in workers]})
 
 
-def device_report(worker: dict[str, Any]) -> dict[str, Any]:
-    """One worker's heartbeat as /health/gpu shows it: who it is, then its device fields."""
+def device_report(worker: dict[str, Any], detail: bool) -> dict[str, Any]:
+    """One worker's heartbeat as /health/gpu shows it: who it is, then its device fields;
+    without `detail`, only whether its pipeline is loaded and its device's kind and memory."""
     found = {name: worker.get(name) for name in ("node", "pid", "pipeline_loaded", "last_seen")}
-    return {**found, **(worker.get("device") or {})}
+    report = {**found, **(worker.get("device") or {})}
+    if detail:
+        return report
+    return {name: report[name] for name in PUBLIC_DEVICE_FIELDS if name in report}
+
+
+def show_detail() -> bool:
+    """API_HEALTH_DETAIL, or when unset: detail only while auth is off (no key, no secrets)."""
+    found = settings()
+    detail = found.api.health_detail
+    return not found.auth.enabled if detail is None else detail
 
 
 @bp.get("/stats", responses={200: StatsOut, 503: ProblemOut})
@@ -71,11 +90,18 @@ def stats() -> Response:
     """Queue depth, workers, jobs by status, the semantic cache and the cost breaker (503 when
     the broker is unreachable)."""
     found = resources()
+    workers = _workers()
+    cache = found.cache.stats() if found.settings.cache.enabled else None
+    breaker = found.breaker.state()
     body: dict[str, Any] = {
         "queue_depth": found.store.queue_depth(),
-        "workers": _workers(),
+        "workers": workers,
         "jobs": found.store.status_counts(),
-        "cache": found.cache.stats() if found.settings.cache.enabled else None,
-        "breaker": found.breaker.state(),
+        "cache": cache,
+        "breaker": breaker,
     }
+    if not show_detail():
+        body["workers"] = len(workers)
+        body["cache"] = cache and {name: cache[name] for name in ("enabled", "reachable")}
+        body["breaker"] = {name: breaker[name] for name in ("enabled", "state")}
     return jsonify(body)

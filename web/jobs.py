@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Response, g, jsonify, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
@@ -44,8 +45,20 @@ def links(job_id: str) -> dict[str, str]:
     return {
         "self": url_for("jobs.get_job", job_id=job_id),
         "cancel": url_for("jobs.cancel_job", job_id=job_id),
-        "stream": url_for("stream.stream", job_id=job_id, _external=True, _scheme=_ws_scheme()),
+        "stream": _stream_url(job_id),
     }
+
+
+def _stream_url(job_id: str) -> str:
+    """The stream's ws(s):// URL: on API_PUBLIC_URL when set, else on the request's own Host
+    (which a client chooses, so a deployment behind a proxy should set the public URL)."""
+    public = settings().api.public_url
+    if not public:
+        return url_for("stream.stream", job_id=job_id, _external=True, _scheme=_ws_scheme())
+    base = urlsplit(public)
+    path = urlsplit(url_for("stream.stream", job_id=job_id)).path  # a WebSocket rule's URL
+    scheme = "wss" if base.scheme == "https" else "ws"
+    return urlunsplit((scheme, base.netloc, base.path + path, "", ""))
 
 
 def _ws_scheme() -> str:
