@@ -37,7 +37,8 @@ SOURCES = "sources"
 TOKEN = "token"
 DONE = "done"
 ERROR = "error"
-TYPES = frozenset({STATUS, SOURCES, TOKEN, DONE, ERROR})
+PROGRESS = "progress"  # an ingest job's documents parsed and chunks embedded (n of N)
+TYPES = frozenset({STATUS, SOURCES, TOKEN, DONE, ERROR, PROGRESS})
 TERMINAL = frozenset({DONE, ERROR})
 
 STREAM_FIELD = "e"

@@ -65,6 +65,27 @@ def breaker_window(window_start: int) -> str:
     return f"{PREFIX}breaker:{window_start}"
 
 
+# --- collections (broker Redis) --------------------------------------------------------
+COLLECTIONS = f"{PREFIX}collections"  # set: every collection's name
+
+
+def collection(name: str) -> str:
+    """Hash: a collection's owner, current index_version, counts and times."""
+    return f"{PREFIX}collection:{name}"
+
+
+def collection_documents(name: str) -> str:
+    """Hash: document id -> JSON of the document in the collection's current version."""
+    return f"{PREFIX}collection:{name}:documents"
+
+
+COLLECTION_VERSIONS_CHANNEL = f"{PREFIX}collections:published"  # pub/sub: "<name> <version>"
+
+
+def ingest_upload(job_id: str) -> str:
+    """Hash: an ingest job's uploaded files (name, media type, base64 bytes) until it ends."""
+    return f"{PREFIX}ingest:{job_id}:upload"
+
 # --- semantic cache (cache Redis) ------------------------------------------------------
 def cache_entry(entry_id: str) -> str:
     """Hash: one cached answer with its question, scope, embedding."""

@@ -15,6 +15,7 @@ from shared.broker import broker_errors
 from shared.settings import Settings
 
 GENERATE_TASK = "ragq.generate"
+INGEST_TASK = "ragq.ingest"
 # A child must answer within this after fork; loading a model on a CPU takes tens of seconds.
 PROC_ALIVE_TIMEOUT_SECONDS = 300.0
 # Publishing retries briefly, so an unreachable broker becomes a 503 within about a second.
@@ -46,7 +47,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": jobs.soft_time_limit_seconds,
         "task_time_limit": jobs.hard_time_limit_seconds,
         "task_default_queue": settings.broker.queue,
-        "task_routes": {GENERATE_TASK: {"queue": settings.broker.queue}},
+        "task_routes": {GENERATE_TASK: {"queue": settings.broker.queue},
+                        INGEST_TASK: {"queue": settings.collections.queue}},
         # job state lives in our records; Celery results would only say PENDING for unknown ids
         "result_backend": None,
         "task_ignore_result": True,
@@ -71,3 +73,9 @@ def send_generate(celery: Celery, job_id: str, request_id: str) -> None:
     """Queue the generation task of `job_id`; BrokerUnavailable when the broker cannot take it."""
     with broker_errors(f"cannot queue job {job_id}", also=SEND_ERRORS):
         celery.send_task(GENERATE_TASK, kwargs={"job_id": job_id, "request_id": request_id})
+
+
+def send_ingest(celery: Celery, job_id: str, request_id: str) -> None:
+    """Queue the ingest task of `job_id` (its own queue, served by the ingest worker)."""
+    with broker_errors(f"cannot queue ingest job {job_id}", also=SEND_ERRORS):
+        celery.send_task(INGEST_TASK, kwargs={"job_id": job_id, "request_id": request_id})

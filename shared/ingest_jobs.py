@@ -1,0 +1,203 @@
+"""Ingest jobs: a collection's uploads and deletions, run by the ingest worker as jobs.
+
+An ingest job's record is a hash at the same key as a question's (`keys.job`), so its events
+go through the same EventLog (gap-free seq, stream for replay, pub/sub) and the same WebSocket
+relay. It carries `kind = ingest`; shared/jobs.py's JobStore never shows it. Every change of
+status is one Lua script that compares-and-sets (status, attempt), writes the fields and emits
+the matching event (`status`, or `done`/`error` with the final record) in the same step.
+
+Its own statuses are a question's: queued -> running -> succeeded | failed. A worker that dies
+mid-job leaves it running; Celery delivers the message again (acks_late, reject on worker
+lost) and the next claim runs it again with attempt + 1, up to JOBS_MAX_ATTEMPTS.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, cast
+
+import redis
+
+from shared import events, keys
+from shared.broker import broker_errors
+from shared.errors import InvalidTransition, JobNotFound
+from shared.jobs import FINAL, Status, valid_job_id
+from shared.settings import JobSettings
+
+KIND = "ingest"
+JSON_FIELDS = ("documents", "result", "error")
+
+
+class Action(StrEnum):
+    ADD = "add"  # upload documents (new ones added, same names replaced)
+    REMOVE = "remove"  # delete documents by id
+    DROP = "drop"  # delete the collection's files
+
+
+# KEYS: job, events. ARGV: expected status ('' for any non-final), expected attempt, new
+# status, channel, event body, stream maxlen, retention, then the changed fields.
+_TRANSITION_SCRIPT = events.EMIT_FUNCTION + """
+local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'kind')
+if not cur[1] or cur[3] ~= 'ingest' then return -1 end
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return 0 end
+if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
+redis.call('HSET', KEYS[1], 'status', ARGV[3])
+return emit(KEYS[1], KEYS[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+"""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: its name, media type and bytes."""
+
+    name: str
+    media_type: str
+    data: bytes
+
+
+def view(raw: dict[str, str]) -> dict[str, Any]:
+    """The record as clients see it (the owner stays inside)."""
+    parsed = {name: json.loads(raw[name]) if raw.get(name) else None for name in JSON_FIELDS}
+    return {
+        "id": raw["id"],
+        "kind": KIND,
+        "status": raw["status"],
+        "collection": raw["collection"],
+        "action": raw["action"],
+        "documents": parsed["documents"] or [],
+        "created_at": float(raw["created_at"]),
+        "started_at": float(raw["started_at"]) if raw.get("started_at") else None,
+        "finished_at": float(raw["finished_at"]) if raw.get("finished_at") else None,
+        "attempt": int(raw.get("attempt", 0)),
+        "request_id": raw.get("request_id", ""),
+        "result": parsed["result"],
+        "error": parsed["error"],
+    }
+
+
+class IngestJobs:
+    """Ingest job records and their uploads on the broker Redis (decode_responses=True)."""
+
+    def __init__(self, redis_client: redis.Redis, settings: JobSettings) -> None:
+        self.redis = redis_client
+        self.settings = settings
+        self.events = events.EventLog(redis_client, settings)
+        self._transition = redis_client.register_script(_TRANSITION_SCRIPT)
+
+    @broker_errors()
+    def create(self, *, owner: str, collection: str, action: Action, documents: list[str],
+               request_id: str, uploads: list[Upload] | None = None) -> dict[str, Any]:
+        """A new queued ingest job (its uploads stored beside it); emits status `queued`."""
+        job_id = str(uuid.uuid4())
+        raw = {"id": job_id, "kind": KIND, "owner": owner, "status": Status.QUEUED.value,
+               "collection": collection, "action": action.value,
+               "documents": json.dumps(documents), "created_at": repr(time.time()),
+               "attempt": "0", "request_id": request_id}
+        retention = self.settings.retention_seconds
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.job(job_id), mapping=cast("dict[Any, Any]", raw))
+            pipe.expire(keys.job(job_id), retention)
+            if uploads:
+                pipe.hset(keys.ingest_upload(job_id),
+                          mapping=cast("dict[Any, Any]", _encode(uploads)))
+                pipe.expire(keys.ingest_upload(job_id), retention)
+            pipe.execute()
+        self.events.emit(job_id, events.STATUS, status=Status.QUEUED.value, attempt=0)
+        return view(raw)
+
+    @broker_errors()
+    def get(self, job_id: str, owner: str | None = None) -> dict[str, Any]:
+        """The job's record; JobNotFound for unknown ids, a question's id, another owner's job."""
+        raw = self._raw(job_id)
+        if not raw or (owner is not None and raw.get("owner") != owner):
+            raise JobNotFound(job_id)
+        return view(raw)
+
+    @broker_errors()
+    def uploads(self, job_id: str) -> list[Upload]:
+        """The job's uploaded files, in the order they were sent."""
+        raw = cast(dict[str, str], self.redis.hgetall(keys.ingest_upload(job_id)))
+        count = len(raw) // 3
+        return [Upload(raw[f"name:{i}"], raw[f"type:{i}"], base64.b64decode(raw[f"data:{i}"]))
+                for i in range(count)]
+
+    @broker_errors()
+    def claim(self, job_id: str, max_attempts: int) -> dict[str, Any] | None:
+        """queued -> running (attempt + 1); a running job found again was left by a dead worker:
+        it runs again, or fails once attempts are spent. None when there is nothing to run."""
+        raw = self._raw(job_id)
+        if not raw or raw["status"] in FINAL:
+            return None
+        attempt = int(raw["attempt"])
+        if raw["status"] == Status.RUNNING and attempt >= max_attempts:
+            error = {"type": "WorkerLost", "message": f"ingest job killed its worker {attempt} "
+                     "times; the collection keeps its previous version"}
+            self.finish(job_id, attempt, Status.FAILED, error=error)
+            return None
+        fields = {"attempt": str(attempt + 1), "started_at": repr(time.time())}
+        payload = {"status": Status.RUNNING.value, "attempt": attempt + 1,
+                   "redelivered": attempt > 0}
+        self._change(raw, Status.RUNNING, fields, events.STATUS, payload)
+        return view({**raw, **fields, "status": Status.RUNNING.value})
+
+    def progress(self, job_id: str, stage: str, done: int, total: int) -> None:
+        """A `progress` event: `done` of `total` documents parsed or chunks embedded."""
+        self.events.emit(job_id, events.PROGRESS, stage=stage, done=done, total=total)
+
+    @broker_errors()
+    def finish(self, job_id: str, attempt: int, status: Status, *,
+               result: dict[str, Any] | None = None,
+               error: dict[str, Any] | None = None) -> dict[str, Any]:
+        """running -> succeeded/failed for the worker holding `attempt`; uploads dropped."""
+        raw = self._raw(job_id)
+        if not raw:
+            raise JobNotFound(job_id)
+        if int(raw["attempt"]) != attempt:
+            raise InvalidTransition(f"ingest job {job_id} is at attempt {raw['attempt']}")
+        fields = {"finished_at": repr(time.time())}
+        if result is not None:
+            fields["result"] = json.dumps(result)
+        if error is not None:
+            fields["error"] = json.dumps(error)
+        record = view({**raw, **fields, "status": status.value})
+        if status == Status.SUCCEEDED:
+            self._change(raw, status, fields, events.DONE, {"job": record})
+        else:
+            self._change(raw, status, fields, events.ERROR, {"error": error, "job": record})
+        self.redis.delete(keys.ingest_upload(job_id))
+        return record
+
+    def _raw(self, job_id: str) -> dict[str, str]:
+        if not valid_job_id(job_id):
+            return {}
+        raw = cast(dict[str, str], self.redis.hgetall(keys.job(job_id)))
+        return raw if raw.get("kind") == KIND else {}
+
+    def _change(self, raw: dict[str, str], to: Status, fields: dict[str, str], event: str,
+                payload: dict[str, Any]) -> None:
+        job_id = raw["id"]
+        changed = [item for pair in fields.items() for item in pair]
+        args: list[str | int] = [
+            raw["status"], raw["attempt"], to.value, keys.job_channel(job_id),
+            events.event_body(job_id, event, payload), self.settings.stream_maxlen,
+            self.settings.retention_seconds, *changed,
+        ]
+        done = int(self._transition(keys=[keys.job(job_id), keys.job_events(job_id)], args=args))
+        if done < 0:
+            raise JobNotFound(job_id)
+        if done == 0:
+            raise InvalidTransition(f"ingest job {job_id} changed under its {to} transition")
+
+
+def _encode(uploads: list[Upload]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for i, upload in enumerate(uploads):
+        fields[f"name:{i}"] = upload.name
+        fields[f"type:{i}"] = upload.media_type
+        fields[f"data:{i}"] = base64.b64encode(upload.data).decode("ascii")
+    return fields

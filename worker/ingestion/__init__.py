@@ -1,0 +1,1 @@
+"""Collections' ingestion: uploads parsed, indexed incrementally, published atomically."""

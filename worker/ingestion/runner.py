@@ -1,0 +1,184 @@
+"""The life of one ingest job: claim, parse each upload, build the next version, publish it.
+
+Each document's outcome is recorded (added, replaced, unchanged, removed, failed with a problem
+naming the file); one bad file never stops the others. The collection's previous version keeps
+serving until the new one is complete and published; a job that fails, or a worker that dies,
+publishes nothing. The Redis record is written after the disk switch, and a job run again after
+a crash finds the switch done (its documents unchanged) and writes the record then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from billiard.exceptions import SoftTimeLimitExceeded
+
+from shared import metrics
+from shared.collections import CollectionRegistry, document_id
+from shared.errors import DocumentRejected, InvalidTransition, JobNotFound, RagqError
+from shared.ingest_jobs import Action, IngestJobs, Upload
+from shared.jobs import Status
+from shared.settings import Settings
+from worker.ingestion.build import Built, StoredDocument, VersionBuilder, load_documents
+from worker.ingestion.parse import SUFFIXES, parse, suffix_of
+from worker.ingestion.versions import CollectionFolder
+from worker.pipeline.index import MANIFEST
+
+log = logging.getLogger(__name__)
+
+ADDED, REPLACED, UNCHANGED, REMOVED, FAILED = "added", "replaced", "unchanged", "removed", "failed"
+
+
+class NothingIndexed(RagqError):
+    """Every document of the job failed: no version was built."""
+
+
+class IngestRunner:
+    """Runs ingest jobs, one at a time, with this process's embedder."""
+
+    def __init__(self, settings: Settings, jobs: IngestJobs, registry: CollectionRegistry,
+                 builder: VersionBuilder) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.registry = registry
+        self.builder = builder
+
+    def run_job(self, job_id: str) -> str:
+        """Claim and run the job; returns its final status, or `drop` when there was none."""
+        record = self.jobs.claim(job_id, self.settings.jobs.max_attempts)
+        if record is None:
+            return "drop"
+        started = time.perf_counter()
+        outcomes: list[dict[str, Any]] = []
+        try:
+            result = self._run(record, outcomes)
+        except SoftTimeLimitExceeded:
+            limit = self.settings.jobs.soft_time_limit_seconds
+            return self._fail(record, "TimeLimitExceeded", f"ran longer than {limit}s", outcomes)
+        except Exception as error:  # the task boundary: the collection keeps its last version
+            log.exception("ingest job failed")
+            return self._fail(record, type(error).__name__, str(error), outcomes)
+        metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
+        self.jobs.finish(job_id, record["attempt"], Status.SUCCEEDED, result=result)
+        return Status.SUCCEEDED
+
+    def _run(self, record: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+        name = record["collection"]
+        folder = CollectionFolder(self.settings.collections.dir, name)
+        with folder.locked():
+            if record["action"] == Action.DROP:
+                folder.remove()
+                return {"collection": name, "index_version": None, "documents": []}
+            previous = folder.current()
+            documents = load_documents(previous)
+            if record["action"] == Action.ADD:
+                fresh = self._parse(record["id"], self.jobs.uploads(record["id"]), documents,
+                                    outcomes)
+                gone: set[str] = set()
+            else:
+                fresh, gone = [], self._removals(record["documents"], documents, outcomes)
+            built = self._build(record["id"], folder, previous, documents, fresh, gone)
+            if built is not None:
+                folder.publish(built.folder, built.manifest["index_version"],
+                               self.settings.collections.versions_kept)
+            version = folder.current_version()
+            self._record(name, folder.current(), version)
+        return {"collection": name, "index_version": version,
+                "previous_version": previous.name if previous else None,
+                "changed": built is not None, "chunks_embedded": built.chunks_embedded
+                if built else 0, "documents": outcomes}
+
+    def _parse(self, job_id: str, uploads: list[Upload], documents: dict[str, StoredDocument],
+               outcomes: list[dict[str, Any]]) -> list[StoredDocument]:
+        """The uploads that are new or changed, parsed; an outcome per upload."""
+        fresh: list[StoredDocument] = []
+        for done, upload in enumerate(uploads, start=1):
+            doc_id, digest = document_id(upload.name), hashlib.sha256(upload.data).hexdigest()
+            outcome: dict[str, Any] = {"name": upload.name, "id": doc_id}
+            existing = documents.get(doc_id)
+            if existing is not None and existing.sha256 == digest:
+                outcome["status"] = UNCHANGED
+            else:
+                try:
+                    sections = parse(upload.name, upload.data)
+                    media_type = SUFFIXES[suffix_of(upload.name)]
+                    fresh.append(StoredDocument(doc_id, upload.name, digest, len(upload.data),
+                                                media_type, sections))
+                    outcome["status"] = REPLACED if existing else ADDED
+                except RagqError as error:  # DocumentRejected or UnsupportedDocument
+                    outcome |= {"status": FAILED, "problem": _problem(error)}
+            metrics.INGEST_DOCUMENTS.labels(outcome=outcome["status"]).inc()
+            outcomes.append(outcome)
+            self.jobs.progress(job_id, "parsed", done, len(uploads))
+        if uploads and all(o["status"] == FAILED for o in outcomes):
+            raise NothingIndexed(f"none of the {len(uploads)} document(s) could be indexed; "
+                                 "see result.documents")
+        return fresh
+
+    def _removals(self, ids: list[str], documents: dict[str, StoredDocument],
+                  outcomes: list[dict[str, Any]]) -> set[str]:
+        gone = {doc_id for doc_id in ids if doc_id in documents}
+        for doc_id in ids:
+            name = documents[doc_id].name if doc_id in documents else None
+            status = REMOVED if doc_id in gone else FAILED
+            outcome: dict[str, Any] = {"name": name, "id": doc_id, "status": status}
+            if status == FAILED:
+                outcome["problem"] = {"type": "DocumentNotFound",
+                                      "detail": f"no document {doc_id} in the collection"}
+            metrics.INGEST_DOCUMENTS.labels(outcome=status).inc()
+            outcomes.append(outcome)
+        if gone and gone == documents.keys():
+            raise NothingIndexed("removing every document would leave an empty collection; "
+                                 "delete the collection instead")
+        return gone
+
+    def _build(self, job_id: str, folder: CollectionFolder, previous: Path | None,
+               documents: dict[str, StoredDocument], fresh: list[StoredDocument],
+               gone: set[str]) -> Built | None:
+        """The next version in a staging folder, or None when nothing changed."""
+        if not fresh and not gone:
+            return None
+        replaced = {document.id for document in fresh}
+        kept = [d for d in documents.values() if d.id not in gone and d.id not in replaced]
+        staging = folder.staging()
+
+        def report(done: int, total: int) -> None:
+            self.jobs.progress(job_id, "embedded", done, total)
+
+        return self.builder.build(previous, kept, fresh, staging, report)
+
+    def _record(self, name: str, current: Path | None, version: str | None) -> None:
+        """Write the collection's Redis record from the version the disk serves now."""
+        if current is None or version is None:
+            return
+        documents = load_documents(current)
+        manifest = json.loads((current / MANIFEST).read_text(encoding="utf-8"))
+        chunks = int(manifest["chunk_count"])
+        summary = {"index_version": version, "documents": len(documents), "chunks": chunks,
+                   "built_at": manifest["built_at"]}
+        self.registry.publish(name, summary, [d.meta() for d in documents.values()])
+        metrics.COLLECTION_CHUNKS.labels(collection=name).set(chunks)
+
+    def _fail(self, record: dict[str, Any], error_type: str, message: str,
+              outcomes: list[dict[str, Any]]) -> str:
+        metrics.ERRORS.labels(type=error_type).inc()
+        error = {"type": error_type, "message": message}
+        result = {"collection": record["collection"], "documents": outcomes}
+        try:
+            self.jobs.finish(record["id"], record["attempt"], Status.FAILED, result=result,
+                             error=error)
+        except (InvalidTransition, JobNotFound):
+            log.warning("ingest job changed meanwhile; failure not recorded")
+            return "lost"
+        return Status.FAILED
+
+
+def _problem(error: RagqError) -> dict[str, str]:
+    """A document's failure as a problem naming the file (its message starts with the name)."""
+    kind = "unsupported-type" if not isinstance(error, DocumentRejected) else "unreadable-document"
+    return {"type": kind, "detail": str(error)}
