@@ -11,7 +11,20 @@ export RAGQ_RUN_DIR="${RAGQ_RUN_DIR:-$PWD/.run}"
 export RAGQ_WEB_METRICS_DIR="${PROMETHEUS_MULTIPROC_DIR:-$RAGQ_RUN_DIR/prometheus-web}"
 unset PROMETHEUS_MULTIPROC_DIR
 export PYTHONUNBUFFERED=1
-eval "$(python scripts/run_stack.py env)"
+
+# One stack per run folder (its Redis data, its metrics): the lock is held as long as this
+# script runs, so a second `make run` from here stops before it touches anything.
+mkdir -p "$RAGQ_RUN_DIR"
+exec 9>>"$RAGQ_RUN_DIR/lock"
+if ! flock --nonblock 9; then
+    echo "make run: ragq already runs from $RAGQ_RUN_DIR (pid $(cat "$RAGQ_RUN_DIR/lock")); stop" \
+         "it (Ctrl-C in its terminal) or set RAGQ_RUN_DIR and the ports to run another" >&2
+    exit 1
+fi
+echo $$ >"$RAGQ_RUN_DIR/lock"
+# Exits 1, naming each port in use and its process, when the stack cannot own its ports.
+stack_env="$(python scripts/run_stack.py env)"
+eval "$stack_env"
 mkdir -p "$RAGQ_RUN_DIR/broker" "$RAGQ_RUN_DIR/cache"
 
 # shellcheck disable=SC2086  # RAGQ_PROCESSES is a list of Procfile names

@@ -5,22 +5,27 @@
 
 Settings come from shared/settings.py (the environment over the defaults), so the ports and
 URLs are named once. A broker or cache Redis that already answers at its configured URL is
-used as it is; otherwise the Procfile's own redis-server line starts one on that URL's port,
-which must be on this machine.
+used as it is, unless it is another `make run`'s; otherwise the stack starts its own
+redis-server on that URL's port, which must be on this machine. A stack that cannot own its
+ports starts nothing: `env` names each port in use and its process, and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
+import socket
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,14 +35,11 @@ from shared.settings import Settings, load_settings  # noqa: E402
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 SHARED_REDIS_PORT = 6379  # a Redis the machine may already run for something else: never ours
 READY_TIMEOUT_SECONDS = 600.0
+RUNNER = "scripts/run.sh"  # in the command line of every `make run`'s outermost process
 
 
-def reachable(url: str) -> bool:
-    """Whether a Redis answers PING at `url`."""
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
-    except redis.RedisError:
-        return False
+class PortConflict(Exception):
+    """A port the stack needs is taken; the message says by what."""
 
 
 def own_port(url: str, role: str) -> int:
@@ -45,14 +47,87 @@ def own_port(url: str, role: str) -> int:
     parts = urlsplit(url)
     port = parts.port or SHARED_REDIS_PORT
     if parts.hostname not in LOCAL_HOSTS:
-        raise SystemExit(f"the {role} Redis at {url} does not answer and is not on this machine")
+        raise PortConflict(f"the {role} Redis at {url} does not answer and is not on this machine")
     if port == SHARED_REDIS_PORT:
-        raise SystemExit(f"will not start a {role} Redis on port {SHARED_REDIS_PORT}; pick another")
+        raise PortConflict(f"will not start a {role} Redis on port {SHARED_REDIS_PORT}; "
+                           "pick another")
     return port
 
 
+def _listens(process: psutil.Process, port: int) -> bool:
+    return any(conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
+               for conn in process.net_connections(kind="tcp"))
+
+
+def listener(port: int) -> psutil.Process | None:
+    """The outermost process listening on TCP `port` (a server's workers share its socket, and
+    psutil names only one of the processes that hold it)."""
+    pid = next((conn.pid for conn in psutil.net_connections(kind="tcp")
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid),
+               None)
+    if pid is None:
+        return None
+    try:
+        process = psutil.Process(pid)
+        while (parent := process.parent()) is not None and _listens(parent, port):
+            process = parent
+    except psutil.Error:
+        pass
+    return process
+
+
+def describe(process: psutil.Process | None) -> str:
+    """`pid N (command)`, or what can be said when the process cannot be seen."""
+    if process is None:
+        return "a process this user cannot see"
+    try:
+        return f"pid {process.pid} ({' '.join(process.cmdline())[:120]})"
+    except psutil.Error:
+        return f"pid {process.pid}"
+
+
+def check_free(host: str, port: int, name: str) -> None:
+    """Raise PortConflict unless a server could bind `host:port` now."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise PortConflict(f"port {port} ({name}) is in use by {describe(listener(port))}"
+                               ) from error
+
+
+def runner_of(pid: int) -> psutil.Process | None:
+    """The `make run` whose stack process `pid` is, if it is one."""
+    try:
+        for ancestor in psutil.Process(pid).parents():
+            if RUNNER in " ".join(ancestor.cmdline()):
+                return ancestor
+    except psutil.Error:
+        return None
+    return None
+
+
+def check_redis(url: str, role: str, name: str) -> int | None:
+    """The port to start this `role` Redis on, or None to use the one that answers at `url`."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        pid = int(client.info("server")["process_id"])
+    except redis.RedisError:
+        port = own_port(url, role)
+        check_free("127.0.0.1", port, name)
+        return port
+    owner = runner_of(pid) if urlsplit(url).hostname in LOCAL_HOSTS else None
+    if owner is not None:
+        raise PortConflict(f"port {urlsplit(url).port} ({name}) is the {role} Redis of another "
+                           f"make run (pid {owner.pid}, {owner.cwd()})")
+    return None
+
+
 def stack_env(settings: Settings) -> dict[str, str]:
-    """What the Procfile lines need, and which lines to run."""
+    """What the stack's processes need, and which to run; PortConflict lists every port taken."""
     processes = ["worker", "web", "flower"]
     env = {
         "BROKER_URL": settings.broker.url,
@@ -63,12 +138,25 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "FLOWER_PORT": str(settings.flower.port),
         "FLOWER_BASIC_AUTH": settings.flower.basic_auth,
     }
-    if not reachable(settings.broker.url):
-        env["RAGQ_BROKER_PORT"] = str(own_port(settings.broker.url, "broker"))
-        processes.insert(0, "broker")
-    if not reachable(settings.cache.redis_url):
-        env["RAGQ_CACHE_PORT"] = str(own_port(settings.cache.redis_url, "cache"))
-        processes.insert(0, "cache")
+    conflicts: list[str] = []
+
+    def attempt(check: Callable[..., int | None], *args: str | int) -> int | None:
+        try:
+            return check(*args)
+        except PortConflict as conflict:
+            conflicts.append(str(conflict))
+            return None
+
+    attempt(check_free, settings.api.host, settings.api.port, "API_PORT")
+    attempt(check_free, "0.0.0.0", settings.flower.port, "FLOWER_PORT")
+    for role, url, name in (("broker", settings.broker.url, "BROKER_URL"),
+                            ("cache", settings.cache.redis_url, "CACHE_REDIS_URL")):
+        port = attempt(check_redis, url, role, name)
+        if port is not None:
+            env[f"RAGQ_{role.upper()}_PORT"] = str(port)
+            processes.insert(0, role)
+    if conflicts:
+        raise PortConflict("\n".join(conflicts))
     env["RAGQ_PROCESSES"] = " ".join(processes)
     return env
 
@@ -129,7 +217,15 @@ def main(argv: list[str] | None = None) -> int:
             return wait_ready(settings, args.runner_pid)
         except KeyboardInterrupt:
             return 130
-    for name, value in stack_env(settings).items():
+    try:
+        env = stack_env(settings)
+    except PortConflict as conflicts:
+        for line in str(conflicts).splitlines():
+            print(f"make run: {line}", file=sys.stderr)
+        print("make run: started nothing; stop the process named above (Ctrl-C in its terminal) "
+              "or pick free ports with the settings named", file=sys.stderr)
+        return 1
+    for name, value in env.items():
         print(f"export {name}={shlex.quote(value)}")
     return 0
 
