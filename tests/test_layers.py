@@ -1,5 +1,7 @@
 """The layering, read from the import graph of the source: web/ and worker/ stand on shared/,
-neither imports the other, shared/ imports neither, and shared/ holds only what both use."""
+neither imports the other, shared/ imports neither, and shared/ holds only what both use.
+client/ speaks only the documented wire protocol: it imports none of them (the `ragq` CLI in
+worker/ uses it), and nothing but that CLI imports it."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("web", "worker", "shared")
+PACKAGES = ("web", "worker", "shared", "client")
 
 
 def _module_name(path: Path) -> str:
@@ -69,3 +71,16 @@ def test_shared_holds_only_modules_both_sides_import() -> None:
     both = _reached_from("web", graph) & _reached_from("worker", graph)
     shared = {name for name in graph if name.startswith("shared.")}
     assert sorted(shared - both) == []
+
+
+def test_client_imports_nothing_of_the_service() -> None:
+    graph = import_graph()
+    assert [crossing for package in ("web", "worker", "shared")
+            for crossing in _crossings(graph, "client", package)] == []
+
+
+def test_only_the_cli_imports_the_client() -> None:
+    graph = import_graph()
+    users = {name.split(" -> ")[0] for package in ("web", "worker", "shared")
+             for name in _crossings(graph, package, "client")}
+    assert users <= {"worker.cli"}
