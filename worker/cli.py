@@ -6,14 +6,16 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from client import cli as service
 from shared.errors import RagqError
-from shared.jobs import FinishReason
 from shared.settings import PipelineSettings, load_settings, settings_table
-from worker.pipeline.types import Answer, TokenItem
+
+if TYPE_CHECKING:  # the service commands start without loading the pipeline's modules
+    from worker.pipeline.types import Answer
 
 
 class _Group(click.Group):
@@ -71,19 +73,34 @@ def index_command(sources: tuple[Path, ...], out: Path | None) -> None:
 
 @main.command("ask")
 @click.argument("question")
-@click.option("--local", is_flag=True, help="Run the pipeline in this process (no server).")
+@click.option("--local", is_flag=True,
+              help="Run the pipeline in this process instead of asking the service.")
 @click.option(
     "--top-k",
     type=click.IntRange(1, 20),
     default=None,
     help="Passages given to the generator [PIPELINE_TOP_K].",
 )
-def ask_command(question: str, local: bool, top_k: int | None) -> None:
-    """Answer QUESTION, printing tokens as they arrive, then the numbered sources."""
-    from worker.pipeline import load_pipeline
+@click.option("--json", "as_json", is_flag=True, help="Print the finished job as JSON.")
+@service.service_options
+def ask_command(question: str, local: bool, top_k: int | None, as_json: bool, url: str,
+                api_key: str | None) -> None:
+    """Answer QUESTION, printing tokens as they arrive, then the numbered sources.
 
+    It asks the service at --url (see `ragq jobs --help` for the exit codes); Ctrl-C cancels
+    the job. With --local the pipeline runs in this process instead."""
     if not local:
-        raise click.UsageError("only --local is available: it runs the pipeline in this process")
+        sys.exit(service.call_service(
+            url, api_key, lambda ragq: service.ask(ragq, question, top_k, as_json)))
+    if as_json:
+        raise click.UsageError("--json prints a job of the service; --local makes none")
+    _ask_locally(question, top_k)
+
+
+def _ask_locally(question: str, top_k: int | None) -> None:
+    from worker.pipeline import load_pipeline
+    from worker.pipeline.types import Answer, TokenItem
+
     settings = _pipeline_settings()
     _quiet_model_loading()
     pipeline = load_pipeline(settings)
@@ -96,6 +113,8 @@ def ask_command(question: str, local: bool, top_k: int | None) -> None:
 
 def _print_sources(answer: Answer) -> None:
     """The numbered sources, those the answer cites marked, and why an answer ended early."""
+    from shared.jobs import FinishReason
+
     if answer.finish_reason != FinishReason.STOP:
         click.echo(f"\n[answer ended: {answer.finish_reason}]", nl=False)
     click.echo("\n\nSources (* cited):")
@@ -158,3 +177,7 @@ def _squad_eval(squad: Path, settings: PipelineSettings, answers: int) -> dict[s
 def settings_command() -> None:
     """Print every setting, its default and meaning (markdown)."""
     click.echo(settings_table())
+
+
+for _command in service.COMMANDS:
+    main.add_command(_command)

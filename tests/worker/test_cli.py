@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.support.servers import free_port
 from worker.cli import main
 
 from .pipeline.helpers import write_squad
@@ -34,9 +35,16 @@ def test_ask_without_an_index_says_how_to_build_one(tmp_path: Path) -> None:
     assert "make index" in result.output and "Traceback" not in result.output
 
 
-def test_ask_needs_local() -> None:
-    result = CliRunner().invoke(main, ["ask", "hi"])
-    assert result.exit_code == 2 and "--local" in result.output
+def test_ask_without_local_asks_the_service() -> None:
+    result = CliRunner(env={"RAGQ_URL": f"http://127.0.0.1:{free_port()}"}).invoke(
+        main, ["ask", "which port?"]
+    )
+    assert result.exit_code == 5 and "ragq: error: cannot reach" in result.output
+
+
+def test_ask_local_makes_no_job_to_print() -> None:
+    result = CliRunner().invoke(main, ["ask", "--local", "--json", "hi"])
+    assert result.exit_code == 2 and "--local makes none" in result.output
 
 
 @pytest.mark.parametrize("options", [[], ["--squad", "--qa"]])
