@@ -6,13 +6,21 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from shared.errors import ModelError
 from shared.jobs import FinishReason
 from shared.settings import PipelineSettings
 from worker.pipeline.types import Answer, Source, SourcesItem, StopCheck, StreamItem, TokenItem
 
+FAKE_CONTEXT_TOKENS = 512
+
 
 class FakePipeline:
-    """Yields `fake_tokens` tokens `fake_token_delay` seconds apart; records the questions asked."""
+    """Yields `fake_tokens` tokens `fake_token_delay` seconds apart; records the questions asked.
+
+    Its prompt counts 10 tokens per passage and one per word of the question; a prompt longer
+    than FAKE_CONTEXT_TOKENS fails with ModelError after the sources, as the real model's does.
+    Streams are independent, so any number run together on their own threads.
+    """
 
     index_version = "fake-index"
     model_id = "fake-model"
@@ -36,6 +44,11 @@ class FakePipeline:
             for i in range(top_k)
         ]
         yield SourcesItem(sources=sources, retrieval_s=0.0, rerank_s=0.0)
+        prompt_tokens = 10 * top_k + len(question.split())
+        if prompt_tokens >= FAKE_CONTEXT_TOKENS:
+            raise ModelError(
+                f"the prompt has {prompt_tokens} tokens, the model's context {FAKE_CONTEXT_TOKENS}"
+            )
         started = time.perf_counter()
         texts: list[str] = []
         ttft = 0.0
@@ -53,7 +66,7 @@ class FakePipeline:
         yield Answer(
             answer="".join(texts).strip(),
             sources=sources,
-            prompt_tokens=10 * top_k + len(question.split()),
+            prompt_tokens=prompt_tokens,
             generated_tokens=len(texts),
             retrieval_s=0.0,
             rerank_s=0.0,
@@ -61,6 +74,9 @@ class FakePipeline:
             generation_s=time.perf_counter() - started,
             finish_reason=finish_reason,
         )
+
+    def start_batching(self, max_batch: int) -> None:
+        """Nothing to set up: fake streams never share a model."""
 
     def query(self, question: str, top_k: int) -> Answer:
         *_, last = self.stream(question, top_k)

@@ -1,4 +1,9 @@
-"""The causal LM: loading (int8 on CPU, bf16 or NF4 on CUDA) and streaming with stop rules."""
+"""The causal LM: loading (int8 on CPU, bf16 or NF4 on CUDA) and streaming with stop rules.
+
+A generation runs on its own thread through `model.generate`, or, once `start_batching()` was
+called, as one row of the batch that worker/pipeline/batching.py decodes for every generation
+in flight; either way it streams the same text pieces through a TextIteratorStreamer.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from threading import Thread
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 from transformers import (
@@ -24,6 +29,7 @@ from transformers import (
 from shared.errors import ModelError
 from shared.jobs import FinishReason
 from shared.settings import PipelineSettings
+from worker.pipeline.batching import BatchDecoder
 from worker.pipeline.packaged import converted_copy
 from worker.pipeline.types import StopCheck
 
@@ -135,6 +141,14 @@ def _flags(input_ids: torch.LongTensor, value: bool) -> torch.BoolTensor:
     return cast(torch.BoolTensor, flags)
 
 
+class Running(Protocol):
+    """What runs a generation: its thread, or its row in the batch."""
+
+    def is_alive(self) -> bool: ...
+
+    def join(self) -> None: ...
+
+
 class Generation:
     """One streamed generation: iterate for text pieces; counts and timings are set once it ends."""
 
@@ -144,6 +158,11 @@ class Generation:
         self._generator = generator
         self._inputs = generator.encode_chat(messages)
         self.prompt_tokens = int(self._inputs["input_ids"].shape[1])
+        context = generator.context_tokens
+        if context is not None and self.prompt_tokens >= context:
+            raise ModelError(
+                f"the prompt has {self.prompt_tokens} tokens, the model's context {context}"
+            )
         self._stop = _StopHook(should_stop)
         settings = generator.settings
         self._loop = _LoopGuard(self.prompt_tokens, settings.loop_ngram, settings.loop_repeats)
@@ -174,13 +193,29 @@ class Generation:
             return False
         return int(self._output[0, -1]) in self._generator.end_token_ids
 
+    @property
+    def input_ids(self) -> torch.Tensor:
+        """The prompt's token ids, shape (1, prompt_tokens), on the model's device."""
+        return self._inputs["input_ids"]
+
+    def should_end(self, ids: torch.Tensor) -> bool:
+        """The stop rules `model.generate` checks after each token (cancel, loop guard), for a
+        batched row: `ids` is its prompt and tokens so far, shape (1, n)."""
+        scores = cast(torch.FloatTensor, torch.empty(0))
+        ended = bool(self._stop(cast(torch.LongTensor, ids), scores)[0])
+        return bool(self._loop(cast(torch.LongTensor, ids), scores)[0]) or ended
+
+    def finish(self, output: torch.Tensor | None, error: BaseException | None) -> None:
+        """Record a batched row's end: its prompt and tokens (1, n), or the error it failed on."""
+        self._output = output
+        self._error = error
+
     def __iter__(self) -> Iterator[str]:
         streamer = TextIteratorStreamer(
             self._generator.tokenizer, skip_prompt=True, skip_special_tokens=True
         )
-        thread = Thread(target=self._run, args=(streamer,), daemon=True, name="ragq-generate")
         started = time.perf_counter()
-        thread.start()
+        running = self._generator.launch(self, streamer)
         try:
             for text in streamer:
                 if text and not self.ttft_s:
@@ -188,15 +223,16 @@ class Generation:
                 if text:
                     yield text
         finally:
-            self._stop.abandoned = thread.is_alive()
-            thread.join()
+            self._stop.abandoned = running.is_alive()
+            running.join()
             self.generation_s = time.perf_counter() - started
         if self._error is not None:
             raise ModelError(f"generation failed: {self._error}") from self._error
         if self._output is not None:
             self.generated_tokens = int(self._output.shape[1]) - self.prompt_tokens
 
-    def _run(self, streamer: TextIteratorStreamer) -> None:
+    def run(self, streamer: TextIteratorStreamer) -> None:
+        """Generate on this thread with `model.generate` (the unbatched way)."""
         try:
             with torch.inference_mode():
                 self._output = self._generator.model.generate(
@@ -241,6 +277,22 @@ class Generator:
         self.model_id = settings.generator_model
         self.end_token_ids = _end_tokens(self.model.generation_config.eos_token_id)
         self.end_token_ids.add(self.tokenizer.eos_token_id)
+        self.context_tokens: int | None = getattr(
+            self.model.config.get_text_config(), "max_position_embeddings", None
+        )
+        self.batch: BatchDecoder | None = None
+
+    def start_batching(self, max_batch: int) -> None:
+        """Decode up to `max_batch` generations together from now on (pipeline/batching.py)."""
+        self.batch = BatchDecoder(self, max_batch)
+
+    def launch(self, generation: Generation, streamer: TextIteratorStreamer) -> Running:
+        """Start `generation`: a row of the batch when batching, else a thread of its own."""
+        if self.batch is not None:
+            return self.batch.submit(generation, streamer)
+        thread = Thread(target=generation.run, args=(streamer,), daemon=True, name="ragq-generate")
+        thread.start()
+        return thread
 
     def encode_chat(self, messages: list[dict[str, str]]) -> dict[str, torch.Tensor]:
         """The chat template applied to `messages`, as model inputs on the model's device."""

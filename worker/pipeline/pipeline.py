@@ -72,6 +72,10 @@ class Pipeline:
             finish_reason=generation.finish_reason,
         )
 
+    def start_batching(self, max_batch: int) -> None:
+        """Decode up to `max_batch` questions' answers together from now on."""
+        self.generator.start_batching(max_batch)
+
     def query(self, question: str, top_k: int) -> Answer:
         """Answer in one call."""
         *_, last = self.stream(question, top_k)

@@ -97,6 +97,10 @@ class PipelineLike(Protocol):
         """Answer in one call."""
         ...
 
+    def start_batching(self, max_batch: int) -> None:
+        """Let up to `max_batch` streams, each on its own thread, generate together."""
+        ...
+
     def device_report(self) -> dict[str, Any]:
         """device, cuda_available, model_on_device, vram_used_gb, vram_total_gb."""
         ...
