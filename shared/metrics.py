@@ -81,18 +81,26 @@ CACHE_WRITES_SKIPPED = Counter(
     "Answers kept out of the semantic cache, by reason (loop, length, empty)",
     ["reason"],
 )
-
-# --- collections (the ingest worker) ----------------------------------------------------
-INGEST_DOCUMENTS = Counter(
-    "rag_ingest_documents_total",
-    "Uploaded documents by outcome (added, replaced, unchanged, removed, failed)",
-    ["outcome"],
+BATCH_SIZE = Histogram(
+    "rag_batch_size",
+    "Generations decoded together, per decode step (WORKER_MAX_BATCH)",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
 )
-INGEST_SECONDS = Histogram(
-    "rag_ingest_seconds", "Ingest job run time, claim to publish",
-    buckets=FAST_BUCKETS + (30.0, 60.0, 120.0, 300.0),
+DECODE_TOKENS_PER_SECOND = Gauge(
+    "rag_decode_tokens_per_second",
+    "Tokens per second of the worker's last decode step, all its jobs together",
+    multiprocess_mode="max",
 )
-COLLECTION_CHUNKS = Gauge(
-    "rag_collection_chunks", "Chunks in a collection's current version", ["collection"],
-    multiprocess_mode="mostrecent",
+JOB_TOKENS_PER_SECOND = Histogram(
+    "rag_job_tokens_per_second",
+    "Tokens per second of each answered job over its generation",
+    buckets=(1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0),
+)
+SLOT_WAIT = Histogram(
+    "rag_slot_wait_seconds",
+    "Time a delivered job waited in its worker for a free batch slot",
+    buckets=FAST_BUCKETS + (30.0, 60.0, 300.0),
+)
+JOBS_IN_FLIGHT = Gauge(
+    "rag_worker_jobs_in_flight", "Jobs a worker process runs now", multiprocess_mode="livesum"
 )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -193,12 +192,6 @@ class CacheSettings(BaseSettings):
     max_entries: int = Field(
         1_000_000, ge=100, description="Entries the sync log keeps at most (older ones trimmed)."
     )
-    sharing: Literal["key", "shared"] = Field(
-        "key",
-        description="Whose answers a question may hit: `key`, only those of the same API key "
-        "(with auth off every caller is one key); `shared`, every key's, for one trusted team "
-        "(a hit then shows the cached question only to the key that asked it).",
-    )
 
 
 class AuthSettings(BaseSettings):
@@ -259,24 +252,6 @@ class ApiSettings(BaseSettings):
         200, ge=1, description="Queued jobs beyond which new misses get 429."
     )
     page_size: int = Field(20, ge=1, le=200, description="Default page size of GET /v1/jobs.")
-    health_detail: bool | None = Field(
-        None,
-        description="/health/stats and /health/gpu show workers' hosts, pids, models and the "
-        "breaker's spend (no key needed); unset: only while AUTH_ENABLED is false.",
-    )
-    public_url: str = Field(
-        "",
-        description="The API's URL as clients reach it (e.g. https://ragq.example.com): jobs' "
-        "stream links are built from it; empty: from the request's Host.",
-    )
-
-    @field_validator("public_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if value and (parts.scheme not in ("http", "https") or not parts.netloc):
-            raise ValueError("must be an http:// or https:// URL, or empty")
-        return value.rstrip("/")
 
 
 class BrokerSettings(BaseSettings):
@@ -350,6 +325,13 @@ class WorkerSettings(BaseSettings):
         description="Jobs one worker process decodes together (continuous batching, "
         "docs/jobs.md); 1 runs one job at a time.",
     )
+    max_batch: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Jobs one worker process decodes together (continuous batching, "
+        "docs/jobs.md); 1 runs one job at a time.",
+    )
 
 
 class LogSettings(BaseSettings):
@@ -389,9 +371,6 @@ class CollectionSettings(BaseSettings):
     reader_keys: CommaList = Field(
         default_factory=list,
         description="API keys that may read (query, list) every collection, not only their own.",
-    )
-    metrics_port: int = Field(
-        9102, ge=0, le=65535, description="The ingest worker's /metrics port; 0 turns it off."
     )
 
 
