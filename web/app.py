@@ -15,6 +15,7 @@ from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 from web import (
     bodies,
+    collections,
     health,
     jobs,
     observability,
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_api(jobs.bp)
     app.register_api(query.bp)
     app.register_api(health.bp)
+    collections.init_app(app)
     stream.init_app(app, settings.api.ws_ping_seconds)
     app.add_url_rule("/openapi.json", "openapi_json", lambda: _openapi(app, settings))
     _docs_open_swagger(app, settings)

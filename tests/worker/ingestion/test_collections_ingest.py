@@ -95,7 +95,7 @@ def test_an_upload_publishes_a_version_with_each_documents_outcome(ingest: Any) 
     version = record["result"]["index_version"]
     folder = CollectionFolder(ingest.settings.collections.dir, "team")
     assert folder.current_version() == version
-    index = CorpusIndex.load(folder.current())
+    index = CorpusIndex.load(folder.path / "current")
     assert {c.source.split("#")[0] for c in index.chunks} == {"guide.md", "notes.txt", "page.pdf"}
     seen = ingest.registry.get("team", Access(OWNER))
     assert seen["index_version"] == version and seen["documents"] == 3
@@ -111,7 +111,7 @@ def test_identical_reupload_is_a_no_op_and_a_changed_one_embeds_only_itself(inge
     assert changed["result"]["documents"][0]["status"] == "replaced"
     assert changed["result"]["chunks_embedded"] == 1  # notes.txt alone, guide.md's vectors kept
     folder = CollectionFolder(ingest.settings.collections.dir, "team")
-    index = CorpusIndex.load(folder.current())
+    index = CorpusIndex.load(folder.path / "current")
     assert any("parses PDFs" in c.text for c in index.chunks)
     assert not any(c.text == NOTES.decode() for c in index.chunks)
     hits = index.dense.search(Embedder("minilm").encode_one("Which port does the broker use?"), 1)

@@ -1,0 +1,143 @@
+"""The collections API through the Flask test client, with a real redis-server and a real
+ingest worker process (celery -A worker.ingest_app) embedding with MiniLM."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from shared import keys
+from tests.support.celery import REPO_ROOT, WorkerProcess, worker_env
+from tests.support.servers import RedisServer
+from tests.web.conftest import AUTH, KEY, OTHER_KEY, problem_of
+from tests.worker.ingestion.pdfs import pdf_bytes
+
+pytestmark = pytest.mark.integration
+
+READER_KEY = "test-key-reader"
+FINAL_WAIT_SECONDS = 180.0
+GUIDE = b"# Guide\n\n## Ports\n\nThe broker listens on port 6390 and the cache on 6391."
+
+
+@pytest.fixture
+def stack(make_app: Callable[..., Flask], broker_redis: RedisServer, tmp_path: Path
+          ) -> Iterator[tuple[Flask, WorkerProcess]]:
+    """The web app and one ingest worker on the same broker and collections folder."""
+    folder = str(tmp_path / "collections")
+    collections: dict[str, Any] = {"dir": folder, "max_upload_bytes": 200_000, "metrics_port": 0}
+    app = make_app(broker={"url": broker_redis.url},
+                   auth={"enabled": True, "api_keys": [KEY, OTHER_KEY, READER_KEY]},
+                   collections={**collections, "reader_keys": [READER_KEY]})
+    env = worker_env(broker_redis.url, COLLECTIONS_DIR=folder,
+                     COLLECTIONS_METRICS_PORT="0")
+    log_path = tmp_path / "ingest.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.ingest_app", "worker", "-Q",
+             "ragq.ingest", "-c", "1", "-P", "prefork", "-n", "ingest@ragq-test",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
+            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    worker = WorkerProcess(process, "ingest@ragq-test", broker_redis.url, log_path)
+    yield app, worker
+    worker.stop()
+
+
+def wait_final(client: FlaskClient, job: dict[str, Any], worker: WorkerProcess
+               ) -> dict[str, Any]:
+    deadline = time.monotonic() + FINAL_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        record = client.get(job["links"]["self"], headers=AUTH).get_json()
+        if record["status"] in ("succeeded", "failed"):
+            return dict(record)
+        time.sleep(0.2)
+    raise TimeoutError(f"ingest job still {record['status']}: {worker.log_tail()}")
+
+
+def upload(client: FlaskClient, name: str, files: list[tuple[bytes, str]],
+           headers: dict[str, str] = AUTH) -> Any:
+    data = {"files": [(io.BytesIO(content), filename) for content, filename in files]}
+    return client.post(f"/v1/collections/{name}/documents", data=data, headers=headers,
+                       content_type="multipart/form-data")
+
+
+def test_upload_is_an_ingest_job_and_the_collection_lists_its_documents(
+        stack: tuple[Flask, WorkerProcess], broker_redis: RedisServer) -> None:
+    app, worker = stack
+    client = app.test_client()
+    response = upload(client, "team", [(GUIDE, "guide.md"), (b"%PDF-1.4 broken", "scan.pdf"),
+                                       (pdf_bytes(["Flower runs on port 5555."]), "ops.pdf"),
+                                       (b"<p>Grafana on 3000</p><script>x</script>", "g.html")])
+    assert response.status_code == 202, response.get_data(as_text=True)
+    job = response.get_json()
+    assert job["kind"] == "ingest" and job["status"] == "queued"
+    done = wait_final(client, job, worker)
+    assert done["status"] == "succeeded", done
+    outcomes = {d["name"]: d["status"] for d in done["result"]["documents"]}
+    assert outcomes == {"guide.md": "added", "scan.pdf": "failed", "ops.pdf": "added",
+                        "g.html": "added"}
+    found = client.get("/v1/collections/team", headers=AUTH).get_json()
+    assert found["index_version"] == done["result"]["index_version"]
+    assert found["documents"] == 3 and found["chunks"] >= 3
+    assert sorted(d["name"] for d in found["document_list"]) == ["g.html", "guide.md", "ops.pdf"]
+    entries = cast(list[tuple[str, dict[str, str]]],
+                   broker_redis.client().xrange(keys.job_events(job["id"])))
+    events = [json.loads(fields["e"]) for _, fields in entries]
+    assert {"parsed", "embedded"} <= {e.get("stage") for e in events if e["type"] == "progress"}
+    assert events[-1]["type"] == "done"
+    # another key sees nothing; a reader key may read but not write
+    problem_of(client.get("/v1/collections/team", headers={"X-API-Key": OTHER_KEY}), 404)
+    problem_of(client.get(job["links"]["self"], headers={"X-API-Key": OTHER_KEY}), 404)
+    reader = {"X-API-Key": READER_KEY}
+    assert client.get("/v1/collections/team/documents", headers=reader).status_code == 200
+    problem_of(upload(client, "team", [(GUIDE, "guide.md")], headers=reader), 404)
+    # deleting a document is a job that publishes a version without it
+    ops = next(d["id"] for d in found["document_list"] if d["name"] == "ops.pdf")
+    deleted = client.delete(f"/v1/collections/team/documents/{ops}", headers=AUTH)
+    assert deleted.status_code == 202
+    after = wait_final(client, deleted.get_json(), worker)
+    assert after["result"]["documents"][0]["status"] == "removed"
+    names = [d["name"] for d in client.get("/v1/collections/team/documents",
+                                           headers=AUTH).get_json()["documents"]]
+    assert names == ["g.html", "guide.md"]
+
+
+def test_bad_uploads_are_problems_and_queue_nothing(stack: tuple[Flask, WorkerProcess],
+                                                     broker_redis: RedisServer) -> None:
+    app, _ = stack
+    client = app.test_client()
+    unsupported = problem_of(upload(client, "team", [(b"PK", "report.docx")]), 415)
+    assert "report.docx" in unsupported["detail"]
+    problem_of(upload(client, "team", [(b"x" * 250_000, "big.txt")]), 413)
+    problem_of(upload(client, "default", [(GUIDE, "guide.md")]), 409)
+    problem_of(client.post("/v1/collections/Bad Name!/documents", json={"title": "a",
+                                                                      "text": "b"},
+                           headers=AUTH), 422)
+    problem_of(client.post("/v1/collections/team/documents", data="x", headers=AUTH,
+                           content_type="text/plain"), 415)
+    assert broker_redis.client().llen("ragq.ingest") == 0
+
+
+def test_json_document_and_collection_delete(stack: tuple[Flask, WorkerProcess]) -> None:
+    app, worker = stack
+    client = app.test_client()
+    response = client.post("/v1/collections/notes/documents", headers=AUTH,
+                           json={"title": "release", "text": "Version 2 ships collections."})
+    assert response.status_code == 202
+    assert wait_final(client, response.get_json(), worker)["status"] == "succeeded"
+    listed = client.get("/v1/collections", headers=AUTH).get_json()["collections"]
+    assert [c["name"] for c in listed] == ["default", "notes"]
+    dropped = client.delete("/v1/collections/notes", headers=AUTH)
+    assert dropped.status_code == 202
+    problem_of(client.get("/v1/collections/notes", headers=AUTH), 404)
+    assert wait_final(client, dropped.get_json(), worker)["status"] == "succeeded"
