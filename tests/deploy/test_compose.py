@@ -17,10 +17,14 @@ from tests.deploy.files import (
     tool,
 )
 
-SERVICES = {"web", "worker", "redis-broker", "redis-cache", "flower", "prometheus", "grafana"}
-OUR_IMAGES = {"web", "worker", "flower"}
+SERVICES = {
+    "web", "worker", "ingest", "redis-broker", "redis-cache", "flower", "prometheus", "grafana",
+}
+OUR_IMAGES = {"web", "worker", "ingest", "flower"}
 PUBLISHED_PORTS = {"8000", "9090", "3000", "5555"}
-NAMED_VOLUMES = {"model-cache", "redis-broker", "redis-cache", "prometheus", "grafana"}
+NAMED_VOLUMES = {
+    "model-cache", "collections", "redis-broker", "redis-cache", "prometheus", "grafana",
+}
 SETTINGS = {env_name(cls, field) for cls in GROUPS.values() for field in cls.model_fields}
 # Variables read by third-party code, each documented by its owner.
 THIRD_PARTY = {

@@ -17,6 +17,8 @@ REQUIRED_METRICS = {
     "rag_cache_misses_total", "rag_gpu_vram_used_gb", "rag_circuit_breaker_cumulative_cost_eur",
     "rag_errors_total", "rag_retrieval_seconds_bucket", "rag_generation_seconds_bucket",
     "rag_queue_depth", "rag_time_to_first_token_seconds_bucket",
+    # collections (issue 13)
+    "rag_ingest_documents_total", "rag_ingest_seconds_bucket", "rag_collection_chunks",
 }
 
 
