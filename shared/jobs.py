@@ -82,7 +82,8 @@ LEASE_SEPARATOR = "|"
 WAIT_RECHECK_SECONDS = 1.0
 CAS_RETRIES = 5
 
-# KEYS: job, events, queued, running, status counts, lease, breaker spend of this window.
+# KEYS: job, events, queued, running, status counts, lease, breaker spend of this window, the
+# owner's spend of this window.
 # ARGV 1-13: see _run_transition; 14-16: breaker window start, the job's cost, spend key TTL;
 # 17...: changed fields.
 _TRANSITION_SCRIPT = events.EMIT_FUNCTION + SETTLE_FUNCTION + """
@@ -104,7 +105,7 @@ end
 if ARGV[12] == '1' then
   redis.call('HINCRBY', KEYS[5], to, 1)
   redis.call('EXPIRE', KEYS[1], ARGV[6])
-  settle(KEYS[1], KEYS[7], ARGV[14], ARGV[15], ARGV[16])
+  settle(KEYS[1], KEYS[7], ARGV[14], ARGV[15], ARGV[16], KEYS[8])
 end
 return emit(KEYS[1], KEYS[2], ARGV[7], ARGV[8], ARGV[9], ARGV[6])
 """
@@ -660,7 +661,8 @@ class JobStore:
                 int(self.jobs.lease_seconds * 1000), "1" if to in FINAL else "0",
                 raw["created_at"], str(window), repr(float(charge_eur)), window_ttl, *changed]
         key_list = [keys.job(job_id), keys.job_events(job_id), keys.QUEUED, keys.RUNNING,
-                    keys.STATUS_COUNTS, keys.job_lease(job_id), keys.breaker_window(window)]
+                    keys.STATUS_COUNTS, keys.job_lease(job_id), keys.breaker_window(window),
+                    keys.owner_spend(raw.get("owner", ""), window)]
         return cast(int, self._transition(keys=key_list, args=args))
 
     def _subscribe(self, job_id: str) -> Subscription | PrivateSubscription:

@@ -65,6 +65,22 @@ def breaker_window(window_start: int) -> str:
     return f"{PREFIX}breaker:{window_start}"
 
 
+def owner_spend(owner: str, window_start: int) -> str:
+    """String (float): spend in EUR of one owner's jobs in the window starting at `window_start`."""
+    return f"{PREFIX}breaker:{window_start}:owner:{owner}"
+
+
+# --- tenants (broker Redis) ------------------------------------------------------------
+def rate_bucket(owner: str) -> str:
+    """Hash: an owner's token bucket (tokens, at_ms); expires once full again."""
+    return f"{PREFIX}rate:{owner}"
+
+
+def usage(owner: str) -> str:
+    """Hash: an owner's running totals (jobs by final status, tokens, cost, cache hits)."""
+    return f"{PREFIX}usage:{owner}"
+
+
 # --- collections (broker Redis) --------------------------------------------------------
 COLLECTIONS = f"{PREFIX}collections"  # set: every collection's name
 

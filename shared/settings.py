@@ -193,6 +193,12 @@ class CacheSettings(BaseSettings):
         1_000_000, ge=100, description="Entries the sync log keeps at most (older ones trimmed)."
     )
 
+    sharing: Literal["key", "shared"] = Field(
+        "key",
+        description="Whose answers a question may hit: `key`, only those of the same API key "
+        "(with auth off every caller is one key); `shared`, every key's, for one trusted team "
+        "(a hit then shows the cached question only to the key that asked it).",
+    )
 
 class AuthSettings(BaseSettings):
     """API keys and WebSocket tickets."""
@@ -200,18 +206,44 @@ class AuthSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore")
 
     enabled: bool = Field(False, description="Require X-API-Key on /v1 and /query.")
-    api_keys: CommaList = Field(default_factory=list, description="Accepted keys, comma-separated.")
+    api_keys: CommaList = Field(
+        default_factory=list,
+        description="Accepted keys, comma-separated, each `name:key` (the name labels its usage "
+        "and metrics) or a bare key (named key1, key2, ... by position).",
+    )
+    keys_file: Path | None = Field(
+        None,
+        description="A TOML file of named keys, stored as SHA-256 digests, with per-key limits "
+        "(docs/operations.md); its keys are accepted besides AUTH_API_KEYS.",
+    )
     ticket_ttl_seconds: int = Field(30, ge=1, le=600, description="Lifetime of a WebSocket ticket.")
     allowed_origins: CommaList = Field(
         default_factory=list, description="Origins allowed to open WebSockets; empty: any."
     )
 
+    key_max_queued: int = Field(
+        100, ge=0, description="Jobs one key may have queued at once (0: only the global limit); "
+        "a key's `max_queued` in AUTH_KEYS_FILE overrides it."
+    )
+    key_rate_per_second: float = Field(
+        20.0, ge=0.0, description="Requests per second one key may make on average (a token "
+        "bucket in Redis; 0: unlimited); overridden by a key's `rate_per_second`."
+    )
+    key_burst: int = Field(
+        40, ge=1, description="Requests one key may make at once above its rate (the bucket's "
+        "size); overridden by a key's `burst`."
+    )
+    key_budget_eur: float = Field(
+        0.0, ge=0.0, description="Spend one key may cause per CB_WINDOW_SECONDS window, on top of "
+        "the global CB_LIMIT_EUR (0: only the global limit); overridden by a key's `budget_eur`."
+    )
     _split = field_validator("api_keys", "allowed_origins", mode="before")(_split_commas)
 
     @model_validator(mode="after")
     def _keys_when_enabled(self) -> AuthSettings:
-        if self.enabled and not self.api_keys:
-            raise ValueError("api_keys must hold at least one key when enabled is true")
+        if self.enabled and not self.api_keys and self.keys_file is None:
+            raise ValueError("api_keys must hold at least one key (or keys_file be set) "
+                             "when enabled is true")
         return self
 
 
@@ -249,7 +281,8 @@ class ApiSettings(BaseSettings):
     prefer_wait_max_seconds: float = Field(60.0, ge=0.0, description="Cap on `Prefer: wait=N`.")
     ws_ping_seconds: float = Field(20.0, gt=0.0, description="WebSocket keep-alive ping interval.")
     max_queue_depth: int = Field(
-        200, ge=1, description="Queued jobs beyond which new misses get 429."
+        200, ge=1, description="Most jobs queued at once; a miss that would queue one more "
+        "gets 429."
     )
     page_size: int = Field(20, ge=1, le=200, description="Default page size of GET /v1/jobs.")
 

@@ -1,14 +1,17 @@
 """API keys, owners and WebSocket tickets; the preamble of every keyed route.
 
 A job belongs to the key that made it, recorded only as a hash of the key (the key is never
-stored). Browsers cannot set headers on a WebSocket, so they trade their key for a short-lived,
+stored). The accepted keys and their limits are web/tenants.py's KeyRing; every keyed request
+takes a token of its key's rate limit (shared/ratelimit.py) before its body is read.
+
+Browsers cannot set headers on a WebSocket, so they trade their key for a short-lived,
 single-use ticket (`POST /v1/ws-tickets`) and pass it as `?ticket=`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import logging
+import math
 import secrets
 
 import redis
@@ -19,51 +22,83 @@ from werkzeug.exceptions import Forbidden, Unauthorized
 
 from shared import keys
 from shared.broker import broker_errors
+from shared.errors import BrokerUnavailable, RateLimited
+from shared.metrics import ERRORS
 from shared.settings import AuthSettings
 from web.bodies import check_body
-from web.resources import settings
+from web.resources import resources, settings
 from web.schemas import ProblemOut
+from web.tenants import ANONYMOUS_TENANT, Tenant, digest_of, owner_of_digest
 
 KEY_HEADER = "X-API-Key"
 SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}]
 PROBLEMS: ResponseDict = {status: ProblemOut for status in (401, 404, 422, 429, 503)}
-ANONYMOUS = "anonymous"
+RATE_LIMIT_SKIPPED = "rate_limit_skipped"  # rag_errors_total type: a request let through unlimited
+log = logging.getLogger(__name__)
 _CHALLENGE = WWWAuthenticate("ApiKey", {"header": KEY_HEADER})
 
 
 def owner_of(key: str) -> str:
     """The owner id of a key: a hash, so records never hold the key itself."""
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+    return owner_of_digest(digest_of(key))
 
 
-def key_is_known(presented: str, accepted: list[str]) -> bool:
-    """Constant-time comparison against every accepted key (no early exit on a match)."""
-    matched = False
-    for key in accepted:
-        matched |= hmac.compare_digest(key.encode(), presented.encode())
-    return matched
+def tenant_for_key(settings: AuthSettings, presented: str | None) -> Tenant:
+    """The caller's tenant (key name, owner id, limits); Unauthorized for a missing or unknown
+    key. With auth off every caller is the anonymous tenant."""
+    if not settings.enabled:
+        return ANONYMOUS_TENANT
+    if not presented:
+        raise Unauthorized(f"this route needs an {KEY_HEADER} header", www_authenticate=_CHALLENGE)
+    tenant = resources().keyring.find(presented)
+    if tenant is None:
+        raise Unauthorized(f"unknown {KEY_HEADER}", www_authenticate=_CHALLENGE)
+    return tenant
 
 
 def owner_for_key(settings: AuthSettings, presented: str | None) -> str:
     """The caller's owner id; raises Unauthorized for a missing or unknown key."""
-    if not settings.enabled:
-        return ANONYMOUS
-    if not presented:
-        raise Unauthorized(f"this route needs an {KEY_HEADER} header", www_authenticate=_CHALLENGE)
-    if not key_is_known(presented, settings.api_keys):
-        raise Unauthorized(f"unknown {KEY_HEADER}", www_authenticate=_CHALLENGE)
-    return owner_of(presented)
+    return tenant_for_key(settings, presented).owner
 
 
 def require_owner(settings: AuthSettings) -> str:
-    """Authenticate the current request by its header; the owner is kept on `g`."""
-    g.owner = owner_for_key(settings, request.headers.get(KEY_HEADER))
+    """Authenticate the current request by its header; the tenant and owner are kept on `g`."""
+    g.tenant = tenant_for_key(settings, request.headers.get(KEY_HEADER))
+    g.owner = g.tenant.owner
     return str(g.owner)
 
 
+def current_tenant() -> Tenant:
+    """The authenticated caller's tenant (after `authenticate`)."""
+    tenant: Tenant = g.tenant
+    return tenant
+
+
+def limit_rate(tenant: Tenant) -> None:
+    """Take one of the key's tokens; RateLimited (429) when its bucket is empty. While the
+    broker is unreachable the request goes on unlimited (counted and logged): the limiter is
+    not what should make a route that needs no broker unavailable."""
+    if tenant.rate_per_second <= 0:
+        return
+    try:
+        take = resources().rate_limiter.take(tenant.owner, tenant.rate_per_second, tenant.burst)
+    except BrokerUnavailable as error:
+        ERRORS.labels(type=RATE_LIMIT_SKIPPED).inc()
+        log.warning("rate limit not applied: broker unavailable", extra={"error": str(error)})
+        return
+    if not take.allowed:
+        raise RateLimited(
+            f"this API key may make {tenant.rate_per_second:g} requests per second (bursts of "
+            f"{tenant.burst}); try again in {take.retry_after} s",
+            retry_after=take.retry_after, quota=tenant.burst,
+            window_seconds=max(1, math.ceil(tenant.burst / tenant.rate_per_second)),
+        )
+
+
 def authenticate() -> None:
-    """A keyed blueprint's before_request: the caller's key first, then the request body."""
+    """A keyed blueprint's before_request: the caller's key, its request rate, then the body."""
     require_owner(settings().auth)
+    limit_rate(current_tenant())
     check_body()
 
 

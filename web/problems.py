@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
 from shared.broker import BROKER_ERRORS, PoolExhausted
-from shared.errors import BrokerBusy, BrokerUnavailable, BudgetExceeded, JobNotFound, QueueFull
+from shared.errors import BrokerBusy, BrokerUnavailable, JobNotFound, LimitExceeded
 from shared.metrics import ERRORS
 from web.request_ids import current_request_id
 
@@ -103,14 +103,27 @@ def _broker_busy(error: Exception) -> Response:
                    title="Service busy", headers=retry_after(BUSY_RETRY_AFTER_SECONDS))
 
 
-def _budget(error: BudgetExceeded) -> Response:
-    return problem(429, str(error), slug="budget-exceeded", title="Spending limit reached",
-                   headers=retry_after(error.retry_after))
+def _limited(error: LimitExceeded) -> Response:
+    """429 naming the limit (`limit`), with Retry-After and the IETF draft's RateLimit-*
+    fields (draft-ietf-httpapi-ratelimit-headers): the quota, none left, seconds to reset."""
+    slug, title = LIMIT_PROBLEMS.get(error.limit, ("too-many-requests", "Too many requests"))
+    headers = retry_after(error.retry_after)
+    if error.quota is not None:
+        headers.update({"RateLimit-Limit": f"{error.quota:g}", "RateLimit-Remaining": "0",
+                        "RateLimit-Reset": headers["Retry-After"]})
+        if error.window_seconds:
+            headers["RateLimit-Policy"] = f"{error.quota:g};w={error.window_seconds}"
+    return problem(429, str(error), slug=slug, title=title, headers=headers, limit=error.limit)
 
 
-def _queue_full(error: QueueFull) -> Response:
-    return problem(429, str(error), slug="queue-full", title="Too many queued jobs",
-                   headers=retry_after(error.retry_after))
+# The 429 problems by the limit that refused (LimitExceeded.limit): slug, title.
+LIMIT_PROBLEMS = {
+    "queue": ("queue-full", "Too many queued jobs"),
+    "key-queued": ("key-queue-full", "Too many queued jobs of this API key"),
+    "budget": ("budget-exceeded", "Spending limit reached"),
+    "key-budget": ("key-budget-exceeded", "Spending limit of this API key reached"),
+    "key-rate": ("rate-limited", "Too many requests from this API key"),
+}
 
 
 def _unexpected(error: Exception) -> Response:
@@ -127,6 +140,7 @@ def init_app(app: Flask) -> None:
         app.register_error_handler(broker_error, _broker_down)
     app.register_error_handler(BrokerBusy, _broker_busy)  # the more specific class wins
     app.register_error_handler(PoolExhausted, _broker_busy)
-    app.register_error_handler(BudgetExceeded, _budget)
-    app.register_error_handler(QueueFull, _queue_full)
+    app.register_error_handler(LimitExceeded, _limited)
+    for slug, _ in LIMIT_PROBLEMS.values():  # their rag_errors_total series start at 0
+        ERRORS.labels(type=slug)
     app.register_error_handler(Exception, _unexpected)

@@ -1,5 +1,6 @@
 """The per-process objects of one web process: the broker client, job store, Celery client and
-event hub, and the submit path's semantic cache, breaker, admission and single-flight.
+event hub, and the submit path's semantic cache, breaker, admission, rate limiter and
+single-flight; and the accepted API keys (built at once, so a bad entry fails at start).
 
 Built lazily on first use, after gunicorn forks, so no connection or thread crosses a fork.
 The event hub holds the process's single pub/sub connection, shared by all its WebSockets
@@ -24,11 +25,13 @@ from shared.broker import connect
 from shared.embedding import Embedder
 from shared.events import EventHub
 from shared.jobs import JobStore
+from shared.ratelimit import TokenBucket
 from shared.settings import Settings
 from shared.tasks import make_client
 from shared.workers import list_workers, pipeline_info
 from web.semantic_cache import SemanticCache
 from web.singleflight import SingleFlight
+from web.tenants import KeyRing
 
 EXTENSION = "ragq"
 PIPELINE_INFO_SECONDS = 1.0  # how long a process reuses the workers' published scope
@@ -50,6 +53,7 @@ class Resources:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.keyring = KeyRing.from_settings(settings.auth)  # a bad key entry fails at start
         self._lock = threading.RLock()  # reentrant: the store is built on redis
         self._made: dict[str, Any] = {}
         self._info: tuple[float, dict[str, str]] = (0.0, {})
@@ -94,6 +98,10 @@ class Resources:
     @property
     def breaker(self) -> Breaker:
         return self._once("breaker", lambda: Breaker(self.redis, self.settings.breaker))
+
+    @property
+    def rate_limiter(self) -> TokenBucket:
+        return self._once("rate_limiter", lambda: TokenBucket(self.redis))
 
     @property
     def admission(self) -> Admission:

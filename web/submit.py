@@ -5,11 +5,12 @@
 1. cache lookup, in the caller's key's scope (CACHE_SHARING): a hit becomes a finished job of
    the caller's (`cached: true`, the similarity, the original question when the caller asked
    it), stored with its events in one round trip; nothing is queued;
-2. admission, then breaker: a miss is refused (429 with Retry-After) while the queue is at
-   its limit (checked when the exact path missed, before the query is embedded, so a refusal
-   costs no CPU) or the window's spend is at its limit;
+2. admission, then breaker: a miss is refused (429 with Retry-After) while the queue, or the
+   caller's key's share of it, is at its limit (checked when the exact path missed, before the
+   query is embedded, so a refusal costs no CPU) or the window's spend, or the key's, is at
+   its limit;
 3. single-flight claim: an identical miss already in flight is attached to instead;
-4. reserve the job's estimated cost on the breaker;
+4. reserve the job's estimated cost on the breaker (the window's and the key's);
 5. create the job record, admitted under the queue limits in the same atomic step (the check
    of step 2 only reads), and send its task, carrying the query embedding so the worker can
    cache the answer without embedding it again (a failure gives the reservation back);
@@ -42,10 +43,12 @@ from shared.errors import BrokerUnavailable, JobNotFound, QueueRefused
 from shared.jobs import METRIC_FIELDS, JobRecord, JobStore
 from shared.settings import Settings
 from shared.tasks import send_generate
+from web.auth import current_tenant
 from web.request_ids import current_request_id
 from web.resources import Resources, resources
 from web.semantic_cache import CacheLookup
 from web.singleflight import Claim, SingleFlight, fingerprint
+from web.tenants import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +59,12 @@ def submit(query: str, top_k: int | None) -> JobRecord:
     """The caller's job for `query`: a finished one from the cache, an identical one in flight,
     or a new queued one."""
     found = resources()
+    tenant = current_tenant()
     k = top_k or found.settings.pipeline.top_k
     scope = scope_for(found.pipeline_info(), k, tenant_of(found.settings.cache, g.owner))
 
     def check_queue() -> None:  # before the query is embedded: a refusal costs no CPU
-        found.admission.check(g.owner)
+        found.admission.check(g.owner, tenant.max_queued)
 
     lookup = CacheLookup(hit=False)
     if found.settings.cache.enabled:
@@ -69,13 +73,13 @@ def submit(query: str, top_k: int | None) -> JobRecord:
             return answer_from_cache(found.store, query, k, lookup)
     else:
         check_queue()
-    found.breaker.check()
+    found.breaker.check(owner=g.owner, owner_limit_eur=tenant.budget_eur)
     claim, record = claim_or_attach(found, fingerprint(query, scope, g.owner))
     if record is not None:
         log.info("job attached", extra={"job_id": record["id"], "top_k": k})
         return record
     try:
-        reservation = Reservation.make(found.breaker, found.settings)
+        reservation = Reservation.make(found.breaker, found.settings, tenant)
         record = queue_reserved(found, query, k, scope, lookup, reservation)
     except BaseException:
         found.single_flight.release(claim)
@@ -129,17 +133,19 @@ class Reservation:
 
     estimate_eur: float
     window: int
+    owner: str
 
     @classmethod
-    def make(cls, breaker: Breaker, settings: Settings) -> Reservation | None:
-        """Reserve the estimate (BudgetExceeded if the limit was reached meanwhile); None when
-        the breaker is off (check() reserves nothing then: nothing to settle)."""
-        if not settings.breaker.enabled:
+    def make(cls, breaker: Breaker, settings: Settings, tenant: Tenant) -> Reservation | None:
+        """Reserve the estimate on the window and the key's share of it (BudgetExceeded if a
+        limit was reached meanwhile); None when neither the breaker nor a key budget is on
+        (check() reserves nothing then: nothing to settle)."""
+        if not settings.breaker.enabled and tenant.budget_eur <= 0:
             return None
         estimate = job_estimate_eur(settings.pipeline, settings.breaker)
         window = breaker.window_start()
-        breaker.check(reserve_eur=estimate)
-        return cls(estimate, window)
+        breaker.check(reserve_eur=estimate, owner=tenant.owner, owner_limit_eur=tenant.budget_eur)
+        return cls(estimate, window, tenant.owner)
 
     def fields(self) -> dict[str, str]:
         """The job hash fields from which its final transition settles the reservation."""
@@ -149,7 +155,8 @@ class Reservation:
         """Settle at no cost: the job was never queued. The broker is maybe what failed: then
         the estimate stays spent until its window ends (counted and logged, not raised)."""
         try:
-            breaker.charge(0.0, reserved_eur=self.estimate_eur, reserved_window=self.window)
+            breaker.charge(0.0, reserved_eur=self.estimate_eur, reserved_window=self.window,
+                           owner=self.owner)
         except BrokerUnavailable as error:
             metrics.ERRORS.labels(type="reservation_give_back").inc()
             log.warning("cannot give a reservation back; it stays spent until its window ends",
@@ -173,7 +180,7 @@ def queue_reserved(
     try:
         return submit_job(found.store, found.celery, owner=g.owner, query=query, top_k=top_k,
                           request_id=current_request_id(), internal=internal,
-                          bounds=found.admission.bounds())
+                          bounds=found.admission.bounds(current_tenant().max_queued))
     except BaseException as error:
         if reservation is not None:
             reservation.give_back(found.breaker)

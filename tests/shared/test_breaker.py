@@ -123,10 +123,10 @@ def _reserved_job(server: RedisServer, **jobs: object) -> tuple[JobStore, Breake
                              jobs={"lease_seconds": 0.5, **jobs})
     store, breaker = JobStore(server.client(), settings), Breaker(server.client(), settings.breaker)
     window = breaker.window_start()
-    breaker.check(reserve_eur=RESERVED)
+    breaker.check(reserve_eur=RESERVED, owner="alice")
     job = store.create(owner="alice", query="what is ragq?", top_k=3, request_id="req-1")
     store.set_internal(job["id"], {RESERVED_FIELD: repr(RESERVED), WINDOW_FIELD: str(window)})
-    assert breaker.state()["spend_eur"] == pytest.approx(RESERVED)
+    assert breaker.state()["spend_eur"] == breaker.owner_spend("alice") == pytest.approx(RESERVED)
     return store, breaker, job["id"]
 
 
@@ -156,6 +156,7 @@ def test_a_job_that_ends_without_an_answer_releases_its_reservation(
     store, breaker, job_id = _reserved_job(broker_redis, max_attempts=1)
     end(store, job_id)
     assert breaker.state()["spend_eur"] == pytest.approx(0.0, abs=1e-9)
+    assert breaker.owner_spend("alice") == pytest.approx(0.0, abs=1e-9)  # the key's share too
     assert broker_redis.client().hget(keys.job(job_id), RESERVED_FIELD) is None
 
 
@@ -175,6 +176,7 @@ def test_an_answered_job_is_charged_its_actual_cost_once(
     store.finish(job_id, status, attempt, charge_eur=0.0123,
                  result={"answer": "partial", "sources": []})
     assert breaker.state()["spend_eur"] == pytest.approx(0.0123)
+    assert breaker.owner_spend("alice") == pytest.approx(0.0123)
     with pytest.raises(InvalidTransition):  # a final job cannot be settled again
         store.finish(job_id, Status.FAILED, attempt, charge_eur=1.0)
     assert breaker.state()["spend_eur"] == pytest.approx(0.0123)
@@ -186,3 +188,13 @@ def test_a_reservation_of_an_earlier_window_is_not_taken_back(broker_redis: Redi
     broker_redis.client().hset(keys.job(job_id), WINDOW_FIELD, earlier)
     store.finish(job_id, Status.SUCCEEDED, _claimed(store, job_id), charge_eur=0.01)
     assert breaker.state()["spend_eur"] == pytest.approx(RESERVED + 0.01)
+
+
+def test_a_keys_budget_refuses_it_alone(broker_redis: RedisServer) -> None:
+    breaker = _breaker(broker_redis, limit_eur=10.0)
+    assert breaker.check(reserve_eur=0.3, owner="alice", owner_limit_eur=0.25)
+    with pytest.raises(BudgetExceeded, match="this API key's cost limit of 0.25 EUR") as caught:
+        breaker.check(reserve_eur=0.3, owner="alice", owner_limit_eur=0.25)
+    assert caught.value.limit == "key-budget" and caught.value.retry_after >= 1
+    assert breaker.check(reserve_eur=0.3, owner="bob", owner_limit_eur=0.25)
+    assert breaker.state()["spend_eur"] == pytest.approx(0.6)

@@ -10,6 +10,7 @@ from flask import Flask
 from tests.support.servers import RedisServer
 from web.resources import resources
 from web.submit import Reservation
+from web.tenants import ANONYMOUS_TENANT
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +21,7 @@ def test_a_disabled_breaker_reserves_nothing_and_gives_nothing_back(
     app = make_app(broker={"url": broker_redis.url}, breaker={"enabled": False})
     with app.app_context():
         found = resources()
-        reservation = Reservation.make(found.breaker, found.settings)
+        reservation = Reservation.make(found.breaker, found.settings, ANONYMOUS_TENANT)
         spend = found.breaker.state()["spend_eur"]
     assert reservation is None  # no RESERVED_FIELD / WINDOW_FIELD for the job to settle
     assert spend == 0.0  # a settlement would take back an estimate that was never added
