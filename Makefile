@@ -49,7 +49,8 @@ lint: install
 	$(BIN)/ruff check web worker shared tests bench
 	$(BIN)/mypy web worker shared
 
-# Starts the whole local stack (see scripts/run.sh and Procfile); Ctrl-C stops it.
+# Starts the whole local stack under supervisord (scripts/run.sh, scripts/supervisord.conf);
+# Ctrl-C stops it.
 run: install index
 	scripts/run.sh
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: ragq's local stack under honcho (Procfile): broker and cache redis-servers unless
-# reachable ones are configured, the Celery worker (restarted if it dies), gunicorn, Flower.
-# Waits until /health/ready, prints the URL and a curl example; Ctrl-C stops everything.
+# `make run`: ragq's local stack under supervisord (scripts/supervisord.conf): broker and cache
+# redis-servers unless reachable ones are configured, the Celery worker, gunicorn, Flower, each
+# started again if it dies. Prints the URLs once /health/ready answers; Ctrl-C stops everything,
+# in order (web first, Redis last).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -27,11 +28,6 @@ stack_env="$(python scripts/run_stack.py env)"
 eval "$stack_env"
 mkdir -p "$RAGQ_RUN_DIR/broker" "$RAGQ_RUN_DIR/cache"
 
-# shellcheck disable=SC2086  # RAGQ_PROCESSES is a list of Procfile names
-honcho start -f Procfile $RAGQ_PROCESSES &
-honcho_pid=$!
-# Ctrl-C reaches honcho too (same process group); a TERM sent to this script alone is forwarded.
-trap 'kill -TERM "$honcho_pid" 2>/dev/null || true' INT TERM
-python scripts/run_stack.py wait-ready --runner-pid "$honcho_pid" || kill -TERM "$honcho_pid"
-wait "$honcho_pid" || true
-wait "$honcho_pid" 2>/dev/null || true
+# In the foreground: Ctrl-C reaches supervisord, which stops its programs in order (they run in
+# process groups of their own, so the terminal's SIGINT reaches none of them directly).
+supervisord --nodaemon --configuration scripts/supervisord.conf

@@ -1,6 +1,6 @@
 """Helpers of `make run` (scripts/run.sh): the stack's environment, and waiting until it is ready.
 
-    python scripts/run_stack.py env          # shell exports: settings, Procfile lines to run
+    python scripts/run_stack.py env          # shell exports for scripts/supervisord.conf
     python scripts/run_stack.py wait-ready   # block until /health/ready, then print how to use it
 
 Settings come from shared/settings.py (the environment over the defaults), so the ports and
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import shlex
 import socket
 import sys
@@ -35,6 +34,7 @@ from shared.settings import Settings, load_settings  # noqa: E402
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 SHARED_REDIS_PORT = 6379  # a Redis the machine may already run for something else: never ours
 READY_TIMEOUT_SECONDS = 600.0
+STOP_MARGIN_SECONDS = 30  # past a job's hard time limit, before a stopping worker is killed
 RUNNER = "scripts/run.sh"  # in the command line of every `make run`'s outermost process
 
 
@@ -127,8 +127,7 @@ def check_redis(url: str, role: str, name: str) -> int | None:
 
 
 def stack_env(settings: Settings) -> dict[str, str]:
-    """What the stack's processes need, and which to run; PortConflict lists every port taken."""
-    processes = ["worker", "web", "flower"]
+    """What scripts/supervisord.conf reads; PortConflict lists every port taken."""
     env = {
         "BROKER_URL": settings.broker.url,
         "BROKER_QUEUE": settings.broker.queue,
@@ -137,6 +136,9 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "API_PORT": str(settings.api.port),
         "FLOWER_PORT": str(settings.flower.port),
         "FLOWER_BASIC_AUTH": settings.flower.basic_auth,
+        # warm shutdown waits for the running job, which its hard time limit bounds
+        "RAGQ_WORKER_STOP_SECONDS": str(settings.jobs.hard_time_limit_seconds
+                                        + STOP_MARGIN_SECONDS),
     }
     conflicts: list[str] = []
 
@@ -149,33 +151,24 @@ def stack_env(settings: Settings) -> dict[str, str]:
 
     attempt(check_free, settings.api.host, settings.api.port, "API_PORT")
     attempt(check_free, "0.0.0.0", settings.flower.port, "FLOWER_PORT")
+    if settings.worker.metrics_port:
+        attempt(check_free, "0.0.0.0", settings.worker.metrics_port, "WORKER_METRICS_PORT")
     for role, url, name in (("broker", settings.broker.url, "BROKER_URL"),
                             ("cache", settings.cache.redis_url, "CACHE_REDIS_URL")):
         port = attempt(check_redis, url, role, name)
-        if port is not None:
-            env[f"RAGQ_{role.upper()}_PORT"] = str(port)
-            processes.insert(0, role)
+        # supervisord.conf names the port even of a program it does not start
+        env[f"RAGQ_{role.upper()}_PORT"] = str(port or 0)
+        env[f"RAGQ_START_{role.upper()}"] = "true" if port else "false"
     if conflicts:
         raise PortConflict("\n".join(conflicts))
-    env["RAGQ_PROCESSES"] = " ".join(processes)
     return env
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def wait_ready(settings: Settings, runner_pid: int | None = None) -> int:
+def wait_ready(settings: Settings) -> int:
     """Poll /health/ready; print the URL and a curl example once it answers 200."""
     base = f"http://{settings.api.host}:{settings.api.port}"
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline and _alive(runner_pid):
+    while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{base}/health/ready", timeout=2) as response:
                 if response.status == 200:
@@ -209,12 +202,11 @@ def _banner(base: str, settings: Settings) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["env", "wait-ready"])
-    parser.add_argument("--runner-pid", type=int, help="give up waiting when this process ends")
     args = parser.parse_args(argv)
     settings = load_settings()
     if args.command == "wait-ready":
         try:
-            return wait_ready(settings, args.runner_pid)
+            return wait_ready(settings)
         except KeyboardInterrupt:
             return 130
     try:

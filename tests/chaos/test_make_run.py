@@ -1,45 +1,37 @@
-"""`make run` (scripts/run.sh) end to end with the fake pipeline: its own redis-servers, a
-worker that comes back after a crash, nothing left after Ctrl-C, and a second `make run` that
+"""`make run` (scripts/run.sh, supervisord) end to end with the fake pipeline: its own
+redis-servers, any process that dies started again, Ctrl-C stopping the stack in order (the
+running job finishes, Redis stops last) with nothing left behind, and a second `make run` that
 cannot own its ports refusing to start without touching the first."""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
 
-from tests.support.make_run import READY_LINE, WAIT, MakeRun
+from tests.chaos.conftest import events, job, ran_once, submit, wait_status
+from tests.support.make_run import READY_LINE, WAIT, MakeRun, stack_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 
-@pytest.fixture
-def make_run() -> Iterator[Callable[..., MakeRun]]:
-    """Start `make run` stacks: `make_run(workdir, env=None)`; all are killed after the test."""
-    started: list[MakeRun] = []
+def redis_port(url: str) -> str:
+    return url.rsplit(":", 1)[1].split("/")[0]
 
-    def start(workdir: Path, env: dict[str, str] | None = None) -> MakeRun:
-        stack = MakeRun(workdir, env)
-        started.append(stack)
-        return stack
 
-    yield start
-    for stack in started:
-        stack.kill_all()
+def redis_process(stack: MakeRun, url: str) -> psutil.Process | None:
+    """The stack's redis-server on `url`'s port (its title is `redis-server host:port`)."""
+    return stack.find("redis-server", f":{redis_port(url)}")
 
 
 def celery_parent(stack: MakeRun) -> psutil.Process | None:
-    """The Celery worker's main process (the respawn loop's child), if one runs now."""
-    for process in stack.descendants():
-        parent = process.parent()
-        if parent is not None and "respawn" in " ".join(parent.cmdline()):
-            return process
-    return None
+    """The Celery worker's main process, if one runs now."""
+    return stack.find("celery", "worker", "-Q")
 
 
 def test_run_serves_restarts_the_worker_and_stops_cleanly(
@@ -93,7 +85,7 @@ def test_a_second_run_on_ports_in_use_says_which_and_touches_nothing_of_the_firs
     refusal = other_checkout.log()
     assert f"port {first.env['API_PORT']} (API_PORT) is in use by pid {web.pid}" in refusal
     assert f"port {first.env['FLOWER_PORT']} (FLOWER_PORT) is in use by pid" in refusal
-    broker_port = first.env["BROKER_URL"].rsplit(":", 1)[1].split("/")[0]
+    broker_port = redis_port(first.env["BROKER_URL"])
     assert f"port {broker_port} (BROKER_URL) is the broker Redis of another make run" in refusal
 
     for refused in (same_checkout, other_checkout):
@@ -105,3 +97,51 @@ def test_a_second_run_on_ports_in_use_says_which_and_touches_nothing_of_the_firs
     metrics = requests.get(f"{first.url}/metrics", timeout=10).text
     assert re.search(r'^rag_requests_total\{[^}]*endpoint="/health"[^}]*\} [1-9]', metrics,
                      re.MULTILINE), metrics[:2000]
+
+
+def test_a_killed_redis_is_started_again_from_its_data_and_the_stack_stays_up(
+        make_run: Callable[..., MakeRun], tmp_path: Path) -> None:
+    stack = make_run(tmp_path).wait_ready()
+    before = submit(stack, "before the outage")
+    wait_status(stack, before, {"succeeded"})
+    web = stack.find("bin/gunicorn")
+    for url in (stack.env["BROKER_URL"], stack.env["CACHE_REDIS_URL"]):
+        killed = redis_process(stack, url)
+        assert killed is not None
+        killed.kill()
+        deadline = time.monotonic() + WAIT
+        while (back := redis_process(stack, url)) is None or back.pid == killed.pid:
+            assert stack.process.poll() is None, stack.log()[-3000:]
+            assert time.monotonic() < deadline, stack.log()[-3000:]
+            time.sleep(0.2)
+    assert stack.find("bin/gunicorn") == web  # the web was not restarted for it
+    assert wait_status(stack, before, {"succeeded"})["attempt"] == 1  # the broker's AOF
+    after = submit(stack, "after the outage")
+    assert wait_status(stack, after, {"succeeded"})["attempt"] == 1
+
+
+def test_ctrl_c_stops_in_order_and_a_restart_runs_what_was_queued(
+        make_run: Callable[..., MakeRun], tmp_path: Path) -> None:
+    env = stack_env(tmp_path, PIPELINE_FAKE_TOKEN_DELAY="0.1", PIPELINE_FAKE_TOKENS="30",
+                    CACHE_ENABLED="false")
+    stack = make_run(tmp_path / "first", env).wait_ready()
+    jobs = [submit(stack, f"job {i} before Ctrl-C") for i in range(4)]
+    wait_status(stack, jobs[0], {"running"})
+    while not any(event["type"] == "token" for event in events(stack, jobs[0])):
+        time.sleep(0.05)
+
+    stack.interrupt()
+    alive = stack.wait_stopped()
+    assert not alive, [p.cmdline() for p in alive]
+    log = stack.log()
+    order = [log.index(f"stopped: {name}") for name in ("web", "worker", "broker")]
+    assert order == sorted(order), log[-3000:]  # web, then the worker, Redis last
+    assert "Couldn't reject" not in log and "ConnectionError" not in log
+
+    again = make_run(tmp_path / "again", env).wait_ready()
+    for job_id in jobs:
+        wait_status(again, job_id, {"succeeded"})
+    # The running job finished during the warm shutdown (not run again as attempt 2); the
+    # queued ones waited in the broker's AOF and ran once each after the restart.
+    assert [job(again, job_id)["attempt"] for job_id in jobs] == [1, 1, 1, 1]
+    assert all(ran_once(again, job_id) for job_id in jobs)

@@ -40,8 +40,9 @@ def test_the_ready_banner_names_no_api_key() -> None:
 
 
 def test_flower_reads_its_password_from_the_environment_not_its_command_line() -> None:
-    flower = next(line for line in (REPO / "Procfile").read_text().splitlines()
-                  if line.startswith("flower:"))
+    programs = (REPO / "scripts" / "supervisord.conf").read_text().split("[program:")
+    flower = next(p for p in programs if p.startswith("flower]")).split("command=")[1]
+    flower = flower.splitlines()[0]
     assert "basic-auth" not in flower and "FLOWER_BASIC_AUTH" not in flower
 
 
