@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -64,6 +66,13 @@ def wait_final(client: FlaskClient, job: dict[str, Any], worker: WorkerProcess
     raise TimeoutError(f"ingest job still {record['status']}: {worker.log_tail()}")
 
 
+def events_of(server: RedisServer, job_id: str) -> list[dict[str, Any]]:
+    """The job's stored events, in order."""
+    entries = cast(list[tuple[str, dict[str, str]]],
+                   server.client().xrange(keys.job_events(job_id)))
+    return [json.loads(fields["e"]) for _, fields in entries]
+
+
 def upload(client: FlaskClient, name: str, files: list[tuple[bytes, str]],
            headers: dict[str, str] = AUTH) -> Any:
     data = {"files": [(io.BytesIO(content), filename) for content, filename in files]}
@@ -90,9 +99,7 @@ def test_upload_is_an_ingest_job_and_the_collection_lists_its_documents(
     assert found["index_version"] == done["result"]["index_version"]
     assert found["documents"] == 3 and found["chunks"] >= 3
     assert sorted(d["name"] for d in found["document_list"]) == ["g.html", "guide.md", "ops.pdf"]
-    entries = cast(list[tuple[str, dict[str, str]]],
-                   broker_redis.client().xrange(keys.job_events(job["id"])))
-    events = [json.loads(fields["e"]) for _, fields in entries]
+    events = events_of(broker_redis, job["id"])
     assert {"parsed", "embedded"} <= {e.get("stage") for e in events if e["type"] == "progress"}
     assert events[-1]["type"] == "done"
     # another key sees nothing; a reader key may read but not write
@@ -141,3 +148,42 @@ def test_json_document_and_collection_delete(stack: tuple[Flask, WorkerProcess])
     assert dropped.status_code == 202
     problem_of(client.get("/v1/collections/notes", headers=AUTH), 404)
     assert wait_final(client, dropped.get_json(), worker)["status"] == "succeeded"
+
+
+def pool_child(worker: WorkerProcess) -> int:
+    """The pid of the ingest worker's pool child (the process that runs the job)."""
+    deadline = time.monotonic() + FINAL_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.1)
+    raise TimeoutError(f"no pool child: {worker.log_tail()}")
+
+
+def test_a_crash_mid_job_is_redelivered_and_never_publishes_half_an_index(
+        stack: tuple[Flask, WorkerProcess], broker_redis: RedisServer, tmp_path: Path) -> None:
+    app, worker = stack
+    client = app.test_client()
+    first = wait_final(client, upload(client, "team", [(GUIDE, "guide.md")]).get_json(), worker)
+    long_text = " ".join(f"Sentence {n} says that shard {n} lives on node {n % 7}."
+                         for n in range(3000)).encode()
+    job = upload(client, "team", [(long_text, "shards.txt")]).get_json()
+    deadline = time.monotonic() + FINAL_WAIT_SECONDS
+    while time.monotonic() < deadline:  # wait until it is embedding, part way through
+        embedded = [e for e in events_of(broker_redis, job["id"]) if e.get("stage") == "embedded"]
+        if embedded and embedded[-1]["done"] < embedded[-1]["total"]:
+            break
+        time.sleep(0.05)
+    else:
+        raise TimeoutError(worker.log_tail())
+    os.kill(pool_child(worker), signal.SIGKILL)
+    found = client.get("/v1/collections/team", headers=AUTH).get_json()
+    assert found["index_version"] == first["result"]["index_version"]
+    done = wait_final(client, job, worker)
+    assert done["status"] == "succeeded" and done["attempt"] == 2, done
+    assert done["result"]["index_version"] != first["result"]["index_version"]
+    statuses = [e for e in events_of(broker_redis, job["id"]) if e["type"] == "status"]
+    assert [s.get("redelivered") for s in statuses] == [None, False, True]
+    versions = tmp_path / "collections" / "team" / "versions"
+    assert not [p for p in versions.iterdir() if p.name.startswith(".building-")]
