@@ -13,7 +13,7 @@ from shared.broker import broker_errors
 
 HEARTBEATS_PER_TTL = 3  # a report outlives this many missed heartbeats
 JSON_FIELDS = ("device",)
-INT_FIELDS = ("pid", "parent_pid")
+INT_FIELDS = ("pid", "parent_pid", "max_batch", "jobs_in_flight")
 PIPELINE_FIELDS = ("index_version", "model_id", "prompt_version")
 
 

@@ -10,13 +10,14 @@ failed, and a duplicate task is dropped by the claim).
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import redis
 from celery import Celery
 
 from shared import keys, metrics
 from shared.errors import InvalidTransition, JobNotFound
-from shared.jobs import JobStore, Status
+from shared.jobs import JobStore, Status, lease_node
 from shared.settings import JobSettings
 from shared.tasks import send_generate
 
@@ -41,25 +42,40 @@ class Reaper:
     def interval(self) -> float:
         return self.settings.lease_seconds / REAPS_PER_LEASE
 
+    def recover_own(self) -> None:
+        """At a pool child's start, queue again the jobs this node's leases hold: with one child
+        per node they were its dead predecessor's (a batch of them, when it batched), and need
+        not wait for their leases to lapse. Node names must be unique, as Celery asks."""
+        for job_id in cast(list[str], self.redis.zrange(keys.RUNNING, 0, -1)):
+            holder = cast(str | None, self.redis.get(keys.job_lease(job_id)))
+            if holder is None or lease_node(holder) != self.node:
+                continue
+            attempt = int(cast(str, self.redis.hget(keys.job(job_id), "attempt")) or 0)
+            self._requeue(job_id, attempt)
+
     def reap(self) -> None:
         """Queue again the jobs of dead workers; one reaper at a time across all workers."""
         interval_ms = int(self.interval * 1000)
         if not self.redis.set(keys.REAPER_LOCK, self.node, nx=True, px=interval_ms):
             return
         for job_id, attempt in self.store.lost_jobs():
-            try:
-                record = self.store.requeue_lost(job_id, attempt)
-            except (InvalidTransition, JobNotFound):
-                continue  # a worker reclaimed it meanwhile
-            log.warning("job's worker died", extra={"job_id": job_id, "attempt": attempt,
-                                                    "status": record["status"]})
-            if record["status"] == Status.QUEUED:
-                send_generate(self.celery, job_id, record["request_id"])
-            else:
-                metrics.JOBS_FINISHED.labels(status=record["status"]).inc()
+            self._requeue(job_id, attempt)
         # A requeued job whose task was never sent (the send failed) would wait forever.
         older_than = self.settings.lease_seconds * STRANDED_AFTER_LEASES
         for job_id, request_id in self.store.stranded_jobs(older_than):
             log.warning("requeued job not claimed; sending its task again",
                         extra={"job_id": job_id})
             send_generate(self.celery, job_id, request_id)
+
+    def _requeue(self, job_id: str, attempt: int) -> None:
+        """A dead worker's job: queued again with its task sent, or failed (attempts spent)."""
+        try:
+            record = self.store.requeue_lost(job_id, attempt)
+        except (InvalidTransition, JobNotFound):
+            return  # a worker reclaimed it meanwhile
+        log.warning("job's worker died", extra={"job_id": job_id, "attempt": attempt,
+                                                "status": record["status"]})
+        if record["status"] == Status.QUEUED:
+            send_generate(self.celery, job_id, record["request_id"])
+        else:
+            metrics.JOBS_FINISHED.labels(status=record["status"]).inc()

@@ -3,7 +3,9 @@
 `start()` runs once per pool child (worker_process_init): it loads the pipeline, opens the
 broker connection, builds the aftercare and the Runtime, and starts three background threads:
 the heartbeat, the reaper (worker/reaper.py) and the metrics endpoint. The Runtime runs the
-jobs the Celery task hands it (worker/runner.py).
+jobs the Celery task hands it (worker/runner.py). When it batches (WORKER_MAX_BATCH above 1) a
+new child first queues again the jobs its dead predecessor left running, and a stopping child
+lets its jobs in flight finish.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class Runtime(JobRunner):
         self._tickers: list[Ticker] = []
 
     def start_background(self) -> None:
+        if self.in_flight is not None:
+            self.pipeline.start_batching(self.in_flight.capacity)
+            self.reaper.recover_own()
         publish_pipeline_info(self.redis, pipeline_info(self.pipeline))
         self._tickers = [
             Ticker("heartbeat", self.settings.worker.heartbeat_seconds, self.heartbeat).start(),
@@ -57,6 +62,8 @@ class Runtime(JobRunner):
         ]
 
     def stop_background(self) -> None:
+        if self.in_flight is not None:
+            self.in_flight.drain(self.settings.jobs.hard_time_limit_seconds)
         for ticker in self._tickers:
             ticker.stop()
 
@@ -64,8 +71,10 @@ class Runtime(JobRunner):
         """Report this process (pid, pipeline, device) and export its VRAM use."""
         device = self.pipeline.device_report()
         metrics.GPU_VRAM_USED.set(float(device.get("vram_used_gb") or 0.0))
+        in_flight = self.in_flight.job_ids() if self.in_flight is not None else []
         report = {"node": self.node, "pid": os.getpid(), "parent_pid": os.getppid(),
-                  "pipeline_loaded": True, "device": device, **pipeline_info(self.pipeline)}
+                  "pipeline_loaded": True, "device": device, **pipeline_info(self.pipeline),
+                  "max_batch": self.settings.worker.max_batch, "jobs_in_flight": len(in_flight)}
         write_heartbeat(self.redis, report, self.settings.worker.heartbeat_seconds)
 
     def reap(self) -> None:
@@ -76,7 +85,7 @@ class Runtime(JobRunner):
 _runtime: Runtime | None = None
 # The rag_errors_total types a worker records under fixed names (a failed job's type is its
 # exception's class name, known only when it happens), zeroed at start-up.
-WORKER_ERROR_TYPES = ("TimeLimitExceeded", "aftercare", "metrics_port", "job_discard")
+WORKER_ERROR_TYPES = ("TimeLimitExceeded", "aftercare", "metrics_port", "job_discard", "job_thread")
 
 
 def start(settings: Settings, celery: Celery, node: str) -> Runtime:
