@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shared.events import read_events
-from shared.jobs import JobStore
+from shared.jobs import JobRecord, JobStore
 from shared.settings import Settings, load_settings
 from shared.tasks import make_client
 from tests.support.celery import WorkerProcess, worker_env
@@ -35,7 +35,7 @@ class Batching:
     store: JobStore
     env: dict[str, str]
 
-    def submit(self, query: str = "what is ragq?") -> dict[str, Any]:
+    def submit(self, query: str = "what is ragq?") -> JobRecord:
         return submit_job(self.store, make_client(self.settings), owner="alice", query=query,
                           top_k=2, request_id=f"req-{uuid.uuid4().hex[:8]}")
 
