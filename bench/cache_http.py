@@ -153,7 +153,6 @@ def main() -> None:
         web = GunicornServer(
             root / "web",
             workers=args.web_workers,
-            threads=32,
             env={
                 "BROKER_URL": broker.url,
                 "CACHE_REDIS_URL": cache.url,
@@ -208,7 +207,7 @@ def write(
         "# Cache hits through gunicorn (bench/cache_http.py)",
         "",
         f"POST /v1/jobs with an API key, answered from the cache; gunicorn gthread, {web_workers} "
-        "workers x 32 threads; clients on the same 2-CPU machine.",
+        "workers; clients on the same 2-CPU machine.",
         "",
         "| path | requests | p50 ms | p99 ms | target |",
         "|---|---|---|---|---|",

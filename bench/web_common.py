@@ -42,13 +42,14 @@ class WebStack:
 
 
 @contextmanager
-def web_stack(tmp: Path, workers: int = 2, threads: int = 128, **env: str) -> Iterator[WebStack]:
-    """Redis servers and gunicorn (`workers` x `threads`); everything is stopped on exit."""
+def web_stack(tmp: Path, workers: int = 2, connections: int = 1000,
+              **env: str) -> Iterator[WebStack]:
+    """Redis servers and gunicorn (`workers` x `connections`); everything is stopped on exit."""
     broker = RedisServer(tmp / "broker", "--maxmemory-policy", "noeviction").start()
     cache = RedisServer(tmp / "cache", "--maxmemory", "256mb",
                         "--maxmemory-policy", "allkeys-lru").start()
     web = GunicornServer(tmp / "web", {"BROKER_URL": broker.url, "CACHE_REDIS_URL": cache.url,
-                                       **env}, workers=workers, threads=threads)
+                                       **env}, workers=workers, connections=connections)
     stack = WebStack(tmp, broker, cache, web)
     try:
         web.start()

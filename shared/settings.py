@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -269,11 +270,27 @@ class ApiSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address gunicorn binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port gunicorn binds.")
     workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
-    threads: int = Field(
-        128,
-        ge=1,
-        le=2048,
-        description="Threads per gunicorn worker (each open WebSocket holds one).",
+    connections: int = Field(
+        1000, ge=10, le=100000,
+        description="Connections one gunicorn worker (gevent) serves at once; an open "
+        "WebSocket holds one, with no thread of its own.",
+    )
+    connections_per_client: int = Field(
+        128, ge=0,
+        description="Connections one client address may hold open per web process (over: 429 "
+        "on each request they send); 0: no limit (behind a proxy that limits per client, as in "
+        "compose).",
+    )
+    websockets_per_job: int = Field(
+        64, ge=1, description="WebSockets open on one job per web process (over: 429 / close 1013)."
+    )
+    header_timeout_seconds: int = Field(
+        5, ge=1, le=300,
+        description="Deadline to read a request's line and headers (and how long an idle "
+        "keep-alive connection is kept); a client that is slower is disconnected.",
+    )
+    body_timeout_seconds: float = Field(
+        10.0, gt=0.0, description="Deadline to read a request's body (over: 408)."
     )
     max_body_bytes: int = Field(65536, ge=1024, description="Largest request body accepted.")
     batch_max: int = Field(32, ge=1, le=1000, description="Queries one batch may hold.")
@@ -285,6 +302,24 @@ class ApiSettings(BaseSettings):
         "gets 429."
     )
     page_size: int = Field(20, ge=1, le=200, description="Default page size of GET /v1/jobs.")
+    health_detail: bool | None = Field(
+        None,
+        description="/health/stats and /health/gpu show workers' hosts, pids, models and the "
+        "breaker's spend (no key needed); unset: only while AUTH_ENABLED is false.",
+    )
+    public_url: str = Field(
+        "",
+        description="The API's URL as clients reach it (e.g. https://ragq.example.com): jobs' "
+        "stream links are built from it; empty: from the request's Host.",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError("must be an http:// or https:// URL, or empty")
+        return value.rstrip("/")
 
 
 class BrokerSettings(BaseSettings):

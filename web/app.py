@@ -18,6 +18,7 @@ from web import (
     collections,
     health,
     jobs,
+    limits,
     observability,
     problems,
     query,
@@ -49,7 +50,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     resources.init_app(app, settings)
     request_ids.init_app(app)
-    bodies.init_app(app, settings.api.max_body_bytes)
+    limits.init_app(app)
+    bodies.init_app(app, settings.api.max_body_bytes, settings.api.body_timeout_seconds)
     problems.init_app(app)
     observability.init_app(app)
     app.register_api(jobs.bp)

@@ -2,16 +2,13 @@
 
     gunicorn -c web/gunicorn_conf.py 'web.app:create_app()'
 
-
-Worker class: gthread. Each open WebSocket holds one thread of its worker process for its
-lifetime (plus simple-websocket's reader thread), so a process holds up to API_THREADS sockets
-and API_WORKERS * API_THREADS in all (2 * 128 by default). gthread keeps real OS threads, so
-redis-py, kombu and the shared pub/sub hub's thread work as written, with no monkey-patching;
-the cost of a blocked thread is its stack (memory per open socket is measured by
-bench/web_ws_fanout.py and reported in docs/api.md). gevent would hold more sockets per
-process, but it needs monkey-patching that must reach redis-py, kombu and the hub before they
-are imported, and one CPU-bound request (e.g. a cache embedding) stalls every socket of the
-process. Holding hundreds of watchers does not need that trade.
+Worker class: web.serving.Worker, gunicorn's gevent worker (see web/serving.py for why and what
+it adds). A connection, an open WebSocket included, costs a greenlet, not a thread, so one
+client holding hundreds of sockets no longer starves everyone else: each process serves up to
+API_CONNECTIONS at once, one client address at most API_CONNECTIONS_PER_CLIENT of them (the
+app answers 429 past it), one job at most API_WEBSOCKETS_PER_JOB WebSockets, and a request's
+line and headers must arrive within API_HEADER_TIMEOUT_SECONDS (its body within
+API_BODY_TIMEOUT_SECONDS: web/bodies.py). The measurements are in bench/web_hostile.py.
 
 Metrics: every worker writes prometheus_client's multiprocess files under
 PROMETHEUS_MULTIPROC_DIR, wiped when gunicorn starts and cleaned per dead worker.
@@ -35,15 +32,13 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_METRICS_DIR))
 
 bind = f"{_settings.api.host}:{_settings.api.port}"
 workers = _settings.api.workers
-worker_class = "gthread"
-threads = _settings.api.threads
-# A worker accepts no more connections than it has threads: a WebSocket it could not give a
-# thread would wait in its queue while the other worker has threads free (the kernel does not
-# balance accepts between processes). The price: no idle keep-alive connections are kept.
-worker_connections = _settings.api.threads
-timeout = 30  # gthread: how long the arbiter waits for a silent worker, not a request limit
+worker_class = "web.serving.Worker"
+worker_connections = _settings.api.connections
+# gevent's worker reads each request's line and headers under gevent.Timeout(keepalive): the
+# header deadline, and how long an idle keep-alive connection waits for its next request.
+keepalive = _settings.api.header_timeout_seconds
+timeout = 30  # how long the arbiter waits for a silent worker, not a request limit
 graceful_timeout = 10
-keepalive = 5
 limit_request_line = 8190
 # gunicorn's control socket lives at one path per user: several servers (tests, benches) would
 # fight over it, and nothing here uses it.

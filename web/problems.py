@@ -29,7 +29,8 @@ BUSY_RETRY_AFTER_SECONDS = 1
 # problems count by status); zeroed at start-up (shared/series.py).
 PROBLEM_TYPES = ("validation", "job-not-found", "broker-unavailable", "broker-busy",
                  "budget-exceeded", "queue-full", "not-ready", "no-worker", "query-timeout",
-                 "job-failed", "job-cancelled", "job-expired", "500")
+                 "job-failed", "job-cancelled", "job-expired", "too-many-connections",
+                 "too-many-streams", "500")
 
 log = logging.getLogger(__name__)
 

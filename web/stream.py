@@ -2,14 +2,16 @@
 
 The handshake is checked before it is accepted: a bad Origin is refused with 403, a missing
 or unknown key or ticket with 401, and an unknown job or another key's job with 404 (the same
-answer as an HTTP route gives), so no thread is held for a socket that could never stream.
+answer as an HTTP route gives), and a job that has API_WEBSOCKETS_PER_JOB sockets open in this
+process already with 429, so nothing is held for a socket that could never stream.
 Accepted sockets replay every event after `after` from the job's Redis stream, then the live
 ones through the process's shared pub/sub hub, each once, in order, and close after done/error.
 simple-websocket pings every API_WS_PING_SECONDS and drops a peer that stops answering; an idle
-relay notices a gone client within LIVENESS_CHECK_SECONDS and returns its thread and its hub
+relay notices a gone client within LIVENESS_CHECK_SECONDS and returns its greenlet and its hub
 subscription. After the upgrade no HTTP response may be written on the socket, so a failure
 while relaying closes the WebSocket with a code instead: 1013 (broker unreachable: reconnect
-later with `?after=<last seq>`), 4404 (the job vanished), 4410 (the next event was trimmed from
+later with `?after=<last seq>`; or more sockets on the job than allowed raced past the
+handshake's check), 4404 (the job vanished), 4410 (the next event was trimmed from
 the job's stream: fetch the job instead), 1011 (anything else).
 """
 
@@ -18,10 +20,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import socket
+from collections import Counter
 from typing import Any
 
-from flask import Blueprint, Flask, g, request
+from flask import Blueprint, Flask, Response, g, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed, Server
 from werkzeug.exceptions import BadRequest
@@ -31,6 +33,7 @@ from shared.errors import BrokerUnavailable, EventsTrimmed, JobNotFound
 from shared.events import read_events
 from shared.metrics import ERRORS, WEBSOCKETS_OPEN
 from web.auth import websocket_owner
+from web.problems import problem, retry_after
 from web.resources import resources, settings
 
 NORMAL_CLOSURE = 1000
@@ -42,6 +45,7 @@ EVENTS_TRIMMED = 4410
 # the protocol-level pings that keep proxies and dead peers honest run every API_WS_PING_SECONDS.
 LIVENESS_CHECK_SECONDS = 1.0
 AFTER_MAX = 2**63 - 2  # the stream is read from after + 1, which Redis holds as a signed 64-bit
+STREAMS_RETRY_AFTER_SECONDS = 5
 
 # OpenAPI 3.1 has no WebSocket operations: the route is told in the document's description.
 OPENAPI_DESCRIPTION = f"""
@@ -60,6 +64,7 @@ unreachable, or too many sockets), 4404 job vanished, 4410 events trimmed, 1011 
 log = logging.getLogger(__name__)
 bp = Blueprint("stream", __name__)
 sock = Sock()
+_open: Counter[str] = Counter()  # WebSockets open per job in this process
 
 
 def parse_after(raw: str | None) -> int:
@@ -74,22 +79,31 @@ def parse_after(raw: str | None) -> int:
 
 
 @bp.before_request
-def _authorize() -> None:
+def _authorize() -> Response | None:
     found = resources()
     g.owner = websocket_owner(settings().auth, found.redis)
     job_id = str((request.view_args or {}).get("job_id", ""))
     found.store.get(job_id, owner=g.owner)
     logs.bind(job_id=job_id)
     g.after = parse_after(request.args.get("after"))
+    limit = settings().api.websockets_per_job
+    if _open[job_id] >= limit:
+        return problem(429, f"{limit} WebSockets are open on this job already; use one of them",
+                       slug="too-many-streams", title="Too many WebSockets",
+                       headers=retry_after(STREAMS_RETRY_AFTER_SECONDS))
+    return None
 
 
 @sock.route("/v1/jobs/<job_id>/stream", bp=bp)
 def stream(ws: Server, job_id: str) -> None:
     """Relay the job's events until done/error or until the client leaves."""
-    if ws.mode == "gunicorn":
-        ws.sock = ServerOwnedSocket(ws.sock)
+    _open[job_id] += 1
     WEBSOCKETS_OPEN.inc()
     try:
+        if _open[job_id] > settings().api.websockets_per_job:  # sockets raced past the check
+            ERRORS.labels(type="too-many-streams").inc()
+            _close(ws, TRY_AGAIN_LATER, "too many WebSockets on this job")
+            return
         sent = relay(ws, job_id, g.after)
         log.info("stream ended", extra={"after": g.after, "events_sent": sent})
     except BrokerUnavailable as error:
@@ -108,25 +122,9 @@ def stream(ws: Server, job_id: str) -> None:
         _close(ws, INTERNAL_ERROR, "internal error")
     finally:
         WEBSOCKETS_OPEN.dec()
-
-
-class ServerOwnedSocket:
-    """The connection's socket as simple-websocket's reader thread sees it: everything but close.
-
-    simple-websocket closes the socket when its reader thread ends, and gunicorn (gthread) closes
-    the same connection after the handler returns. When the reader thread wins, gunicorn's close
-    fails on the dead descriptor and its error path counts the connection closed twice, so the
-    worker's connection count, which `worker_connections` caps, drifts. gunicorn alone closes it.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def close(self) -> None:
-        """gunicorn closes the connection after the handler returns."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
+        _open[job_id] -= 1
+        if not _open[job_id]:
+            del _open[job_id]
 
 
 def _close(ws: Server, code: int, reason: str) -> None:

@@ -80,7 +80,7 @@ def stack(tmp_path: Path, broker_redis: RedisServer, cache_redis: RedisServer) -
     metrics_port = free_port()
     env = stack_env(broker_redis, cache_redis, metrics_port)
     worker = start_worker(env, tmp_path, "obs")
-    web = GunicornServer(tmp_path / "web", env=env, workers=GUNICORN_WORKERS, threads=8)
+    web = GunicornServer(tmp_path / "web", env=env, workers=GUNICORN_WORKERS)
     try:
         worker.wait_ready()
         web.start(timeout=120)

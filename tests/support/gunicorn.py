@@ -25,7 +25,7 @@ class GunicornServer:
     """
 
     def __init__(self, workdir: Path, env: dict[str, str] | None = None,
-                 workers: int = 1, threads: int = 32) -> None:
+                 workers: int = 1, connections: int = 200) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.env = {
@@ -33,7 +33,7 @@ class GunicornServer:
             "API_HOST": "127.0.0.1",
             "API_PORT": str(self.port),
             "API_WORKERS": str(workers),
-            "API_THREADS": str(threads),
+            "API_CONNECTIONS": str(connections),
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
             "LOG_LEVEL": "WARNING",
             **(env or {}),

@@ -91,6 +91,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "CACHE_REDIS_URL": cache.url,
             "AUTH_ENABLED": "true",
             "AUTH_API_KEYS": f"{KEY},{OTHER_KEY}",
+            "API_HEALTH_DETAIL": "true",  # the breaker's spend and the cache's counts
             "CB_WINDOW_SECONDS": "3600",
             "LOG_LEVEL": "INFO",
             "LOG_JSON_FORMAT": "true",

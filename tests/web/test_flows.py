@@ -109,7 +109,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     web = GunicornServer(root / "web", env={
         "BROKER_URL": broker.url, "CACHE_REDIS_URL": cache.url, "AUTH_ENABLED": "true",
         "AUTH_API_KEYS": f"{KEY},{OTHER_KEY},{LIST_KEY}", "AUTH_ALLOWED_ORIGINS": ORIGIN,
-        "API_QUERY_WAIT_SECONDS": "20", "API_WS_PING_SECONDS": "5",
+        "API_QUERY_WAIT_SECONDS": "20", "API_WS_PING_SECONDS": "5", "API_HEALTH_DETAIL": "true",
     })
     try:
         yield Stack(broker, cache, web.start())
