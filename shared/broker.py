@@ -94,3 +94,13 @@ def broker_errors(
         raise BrokerBusy(f"{what}: {error}") from error
     except BROKER_ERRORS + also as error:
         raise BrokerUnavailable(f"{what}: {error}") from error
+
+
+def memory(client: redis.Redis) -> dict[str, Any]:
+    """The broker's memory (INFO memory): bytes used, its maxmemory (0: none set) and the share
+    used (None without a maxmemory). A noeviction broker refuses writes at its maxmemory."""
+    with broker_errors("broker memory unreadable"):
+        info = client.info("memory")
+    used, limit = int(info["used_memory"]), int(info.get("maxmemory", 0))
+    return {"used_bytes": used, "max_bytes": limit,
+            "used_ratio": round(used / limit, 4) if limit else None}

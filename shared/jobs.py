@@ -110,30 +110,38 @@ end
 return emit(KEYS[1], KEYS[2], ARGV[7], ARGV[8], ARGV[9], ARGV[6])
 """
 
+# A Lua function: add a job to its owner's index (sorted by creation time), dropping entries
+# past the retention and all but the newest `kept`; the index lives as long as its newest job.
+_INDEX_FUNCTION = """
+local function index_job(index, now, id, cutoff, kept, retention)
+  redis.call('ZADD', index, now, id)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', cutoff)
+  redis.call('ZREMRANGEBYRANK', index, 0, -tonumber(kept) - 1)
+  redis.call('EXPIRE', index, retention)
+end
+"""
+
 # KEYS: job, queued, owner's jobs. ARGV: max depth, max queued per owner (0: no limit), now,
-# job id, retention, owner index cutoff, then the record's fields. Admission and enqueue in one
-# step: {1, the owner's jobs queued ahead} or ADMIT_FUNCTION's refusal.
-_CREATE_SCRIPT = ADMIT_FUNCTION + """
+# job id, retention, owner index cutoff, index size kept, then the record's fields. Admission
+# and enqueue in one step: {1, the owner's jobs queued ahead} or ADMIT_FUNCTION's refusal.
+_CREATE_SCRIPT = ADMIT_FUNCTION + _INDEX_FUNCTION + """
 local refused, ahead = admit(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if refused then return refused end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[6])
-redis.call('EXPIRE', KEYS[3], ARGV[5])
+index_job(KEYS[3], ARGV[3], ARGV[4], ARGV[6], ARGV[7], ARGV[5])
 return {1, ahead}
 """
 
 # KEYS: job, events, owner's jobs, status counts. ARGV: status event, done event, stream
-# maxlen, retention, now, job id, owner index cutoff, then the record's fields. The events are
-# only appended: the id is new, so no reader can have subscribed yet (readers replay the stream).
-_ANSWERED_SCRIPT = events.EMIT_FUNCTION + """
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+# maxlen, the hit's retention, now, job id, owner index cutoff, index size kept, the index's
+# retention (a job's), then the record's fields. The events are only appended: the id is new,
+# so no reader can have subscribed yet (readers replay the stream).
+_ANSWERED_SCRIPT = events.EMIT_FUNCTION + _INDEX_FUNCTION + """
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[7])
-redis.call('EXPIRE', KEYS[3], ARGV[4])
+index_job(KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 redis.call('HINCRBY', KEYS[4], 'succeeded', 1)
 append(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[4])
 return append(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
@@ -297,7 +305,7 @@ class JobStore:
                "request_id": request_id}
         retention = self.jobs.retention_seconds
         args: list[str | int] = [bounds.max_depth, bounds.max_queued_per_key, repr(now), job_id,
-                                 retention, repr(now - retention),
+                                 retention, repr(now - retention), self.jobs.listed_max,
                                  *(item for pair in raw.items() for item in pair)]
         admitted = self._create(keys=[keys.job(job_id), keys.QUEUED, keys.owner_jobs(owner)],
                                 args=args)
@@ -318,7 +326,8 @@ class JobStore:
         result: dict[str, Any], metrics: dict[str, Any], cache: dict[str, Any],
     ) -> JobRecord:
         """A job answered without running (a cache hit): recorded `succeeded` with its events
-        (status, then done) in one round trip. `cache`: similarity, question, path."""
+        (status, then done) in one round trip, kept JOBS_CACHED_RETENTION_SECONDS. `cache`:
+        similarity, question, path."""
         job_id = str(uuid.uuid4())
         now = time.time()
         raw = {"id": job_id, "owner": owner, "status": Status.SUCCEEDED.value, "query": query,
@@ -332,8 +341,8 @@ class JobStore:
         args: list[str | int] = [
             events.event_body(job_id, events.STATUS, status),
             events.event_body(job_id, events.DONE, {"job": record}), self.jobs.stream_maxlen,
-            retention, repr(now), job_id, repr(now - retention),
-            *(item for pair in raw.items() for item in pair),
+            self.jobs.cached_retention_seconds, repr(now), job_id, repr(now - retention),
+            self.jobs.listed_max, retention, *(item for pair in raw.items() for item in pair),
         ]
         self._answered(keys=[keys.job(job_id), keys.job_events(job_id), keys.owner_jobs(owner),
                              keys.STATUS_COUNTS], args=args)

@@ -47,6 +47,13 @@ CACHE_ERRORS = Counter("rag_cache_errors_total", "Cache Redis operations that fa
 QUEUE_DEPTH = Gauge(
     "rag_queue_depth", "Jobs waiting in the queue", multiprocess_mode="livemostrecent"
 )
+BROKER_MEMORY_USED = Gauge(
+    "rag_broker_memory_used_bytes", "Memory the broker Redis uses", multiprocess_mode="mostrecent"
+)
+BROKER_MEMORY_MAX = Gauge(
+    "rag_broker_memory_max_bytes", "The broker Redis's maxmemory (0: none set)",
+    multiprocess_mode="mostrecent",
+)
 WORKERS_ONLINE = Gauge(
     "rag_workers_online", "Workers with a live heartbeat", multiprocess_mode="livemostrecent"
 )

@@ -350,7 +350,19 @@ class JobSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JOBS_", extra="ignore")
 
     retention_seconds: int = Field(
-        86400, ge=60, description="How long job records and streams are kept."
+        86400, ge=60, le=30 * 86400, description="How long job records and streams are kept."
+    )
+    cached_retention_seconds: int = Field(
+        600,
+        ge=10,
+        le=30 * 86400,
+        description="How long a cache hit's job record and stream are kept (GET /v1/jobs/{id}, "
+        "the listing, the stream): each hit is one, so they go sooner than jobs that ran.",
+    )
+    listed_max: int = Field(
+        10_000, ge=100, le=1_000_000,
+        description="Jobs one key's listing (GET /v1/jobs) keeps at most, the newest; older "
+        "ones stay readable by id until their retention ends.",
     )
     queue_deadline_seconds: float = Field(
         600.0, gt=0.0, description="Queued longer than this: expired."
@@ -361,7 +373,9 @@ class JobSettings(BaseSettings):
     lease_seconds: float = Field(
         10.0, gt=0.0, description="A running job's lease; renewed while it runs."
     )
-    stream_maxlen: int = Field(10000, ge=100, description="Events kept per job stream.")
+    stream_maxlen: int = Field(
+        10000, ge=100, le=100_000, description="Events kept per job stream."
+    )
 
     @model_validator(mode="after")
     def _soft_below_hard(self) -> JobSettings:

@@ -12,6 +12,7 @@ from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from shared.broker import broker_errors
+from shared.broker import memory as broker_memory
 from shared.errors import BrokerUnavailable
 from shared.workers import list_workers
 from web.problems import problem, retry_after
@@ -87,8 +88,8 @@ def show_detail() -> bool:
 
 @bp.get("/stats", responses={200: StatsOut, 503: ProblemOut})
 def stats() -> Response:
-    """Queue depth, workers, jobs by status, the semantic cache and the cost breaker (503 when
-    the broker is unreachable)."""
+    """Queue depth, workers, jobs by status, the semantic cache, the cost breaker and the broker
+    Redis's memory (503 when the broker is unreachable)."""
     found = resources()
     workers = _workers()
     cache = found.cache.stats() if found.settings.cache.enabled else None
@@ -99,6 +100,7 @@ def stats() -> Response:
         "jobs": found.store.status_counts(),
         "cache": cache,
         "breaker": breaker,
+        "broker_memory": broker_memory(found.redis),
     }
     if not show_detail():
         body["workers"] = len(workers)

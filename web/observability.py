@@ -13,8 +13,16 @@ from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from shared.broker import memory as broker_memory
 from shared.errors import BrokerUnavailable
-from shared.metrics import ERRORS, QUEUE_DEPTH, REQUESTS, WORKERS_ONLINE
+from shared.metrics import (
+    BROKER_MEMORY_MAX,
+    BROKER_MEMORY_USED,
+    ERRORS,
+    QUEUE_DEPTH,
+    REQUESTS,
+    WORKERS_ONLINE,
+)
 from shared.series import zero_known_series
 from shared.workers import list_workers
 from web.problems import PROBLEM_TYPES
@@ -33,10 +41,14 @@ def _count(response: Response) -> Response:
 
 
 def _refresh_broker_gauges() -> None:
-    """Queue depth, live workers and the breaker's spend and state (`state()` sets its gauges),
-    read from the broker each time Prometheus scrapes, so none is stale after a window resets."""
+    """Queue depth, broker memory, live workers and the breaker's spend and state (`state()`
+    sets its gauges), read from the broker each time Prometheus scrapes, so none is stale after
+    a window resets."""
     try:
         QUEUE_DEPTH.set(resources().store.queue_depth())
+        used = broker_memory(resources().redis)
+        BROKER_MEMORY_USED.set(used["used_bytes"])
+        BROKER_MEMORY_MAX.set(used["max_bytes"])
         WORKERS_ONLINE.set(len(list_workers(resources().redis)))
         resources().breaker.state()
     except BrokerUnavailable as error:

@@ -177,3 +177,7 @@ class StatsOut(BaseModel):
     jobs: dict[str, int] = Field(description="Jobs queued and running, and by final status.")
     cache: dict[str, Any] | None = Field(description="The semantic cache; null when it is off.")
     breaker: dict[str, Any] = Field(description="The cost breaker's window and state.")
+    broker_memory: dict[str, Any] = Field(
+        description="The broker Redis's memory: used_bytes, max_bytes (its maxmemory, 0: none) "
+        "and used_ratio; at its maxmemory the broker refuses new jobs (503)."
+    )

@@ -141,6 +141,7 @@ def _redis_command(compose: dict[str, Any], name: str) -> str:
 def test_broker_redis_never_evicts_and_keeps_an_aof(compose: dict[str, Any]) -> None:
     command = _redis_command(compose, "redis-broker")
     assert "--maxmemory-policy noeviction" in command
+    assert "--maxmemory 1536mb" in command  # below the container's 2 GB; RagqBrokerMemoryHigh
     assert "--appendonly yes" in command
     assert '--requirepass "$REDISCLI_AUTH"' in command
 

@@ -11,7 +11,7 @@ from tests.deploy.files import ALERT_RULES, PROMETHEUS_CONFIG, alert_rules, prom
 ALERT_TESTS = Path(__file__).parent / "promtool" / "alerts_test.yml"
 REQUIRED_ALERTS = {
     "RagqNoWorkerOnline", "RagqQueueDepthHigh", "RagqP95LatencyHigh",
-    "RagqErrorRateHigh", "RagqBreakerOpen", "RagqCacheRedisDown",
+    "RagqErrorRateHigh", "RagqBreakerOpen", "RagqCacheRedisDown", "RagqBrokerMemoryHigh",
 }
 
 
