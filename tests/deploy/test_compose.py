@@ -19,6 +19,7 @@ from tests.deploy.files import (
 
 SERVICES = {
     "web", "worker", "ingest", "redis-broker", "redis-cache", "flower", "prometheus", "grafana",
+    "proxy",
 }
 OUR_IMAGES = {"web", "worker", "ingest", "flower"}
 PUBLISHED_PORTS = {"8000", "9090", "3000", "5555"}
@@ -140,8 +141,8 @@ def _redis_command(compose: dict[str, Any], name: str) -> str:
 
 def test_broker_redis_never_evicts_and_keeps_an_aof(compose: dict[str, Any]) -> None:
     command = _redis_command(compose, "redis-broker")
-    assert "--maxmemory-policy noeviction" in command
     assert "--maxmemory 1536mb" in command  # below the container's 2 GB; RagqBrokerMemoryHigh
+    assert "--maxmemory-policy noeviction" in command
     assert "--appendonly yes" in command
     assert '--requirepass "$REDISCLI_AUTH"' in command
 
