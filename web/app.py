@@ -20,6 +20,7 @@ from web import (
     jobs,
     limits,
     observability,
+    page,
     problems,
     query,
     request_ids,
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_api(jobs.bp)
     app.register_api(query.bp)
     app.register_api(health.bp)
+    app.register_blueprint(page.bp)
     collections.init_app(app)
     stream.init_app(app, settings.api.ws_ping_seconds)
     app.add_url_rule("/openapi.json", "openapi_json", lambda: _openapi(app, settings))
