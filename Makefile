@@ -25,6 +25,11 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	if ! command -v promtool >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
 	  || echo "make: Debian's prometheus could not be installed; the tests that need promtool will skip"; fi
+	# Chromium and its driver (Debian) for the page's browser tests (tests/web/test_page.py);
+	# selenium drives this binary, nothing is downloaded. Without them those tests skip.
+	if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } \
+	  || echo "make: Debian's chromium could not be installed; the page's browser tests will skip"; fi
 	touch $@
 
 install: $(STAMP)
@@ -46,8 +51,8 @@ $(INDEX_DIR)/manifest.json: $(SAMPLE_PAGES) | $(STAMP)
 	$(BIN)/ragq index docs README.md --out $(INDEX_DIR)
 
 lint: install
-	$(BIN)/ruff check web worker shared tests bench
-	$(BIN)/mypy web worker shared
+	$(BIN)/ruff check web worker shared client tests bench
+	$(BIN)/mypy web worker shared client
 
 # Starts the whole local stack under supervisord (scripts/run.sh, scripts/supervisord.conf);
 # Ctrl-C stops it.
