@@ -31,6 +31,15 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _NAME = re.compile(NAME_PATTERN)
 
 
+JOB_FIELD = "collection"  # job hash field: the collection a question asks about (absent: default)
+
+
+def job_collection(redis_client: redis.Redis, job_id: str) -> str:
+    """The collection job `job_id` asks about (the web stores it with the job)."""
+    with broker_errors(f"cannot read the collection of {job_id}"):
+        return cast(str | None, redis_client.hget(keys.job(job_id), JOB_FIELD)) or DEFAULT
+
+
 def valid_name(name: str) -> bool:
     """1 to 63 lowercase letters, digits, `-` and `_`, starting with a letter or a digit."""
     return bool(_NAME.match(name))

@@ -19,6 +19,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from celery.exceptions import Reject
 
 from shared import events, metrics
+from shared.collections import job_collection
 from shared.errors import InvalidTransition
 from shared.jobs import Claim, JobRecord, JobStore, Outcome, Status
 from shared.pricing import cost_eur
@@ -135,7 +136,9 @@ class JobRunner:
 
     def _generate(self, record: JobRecord, should_stop: Callable[[], bool]) -> Answer:
         job_id = record["id"]
-        for item in self.pipeline.stream(record["query"], record["top_k"], should_stop):
+        collection = job_collection(self.store.redis, job_id)
+        for item in self.pipeline.stream(record["query"], record["top_k"], should_stop,
+                                         collection):
             if isinstance(item, TokenItem):
                 self.store.events.emit(job_id, events.TOKEN, text=item.text)
             elif isinstance(item, SourcesItem):
@@ -150,8 +153,9 @@ class JobRunner:
         breaker with the job's cost (partial for a cancelled job) and emits `done`."""
         status = Status.CANCELLED if answer.stopped else Status.SUCCEEDED
         job_metrics = self.answer_metrics(answer)
+        # answer.extra: the collection and index_version that answered (docs/collections.md)
         result = {"answer": answer.answer, "sources": [s.to_dict() for s in answer.sources],
-                  "finish_reason": answer.finish_reason.value}
+                  "finish_reason": answer.finish_reason.value, **answer.extra}
         if status == Status.SUCCEEDED and self.aftercare is not None:
             self.aftercare(record, result)
         self.store.finish(record["id"], status, record["attempt"],

@@ -19,6 +19,7 @@ from prometheus_client import start_http_server
 
 from shared import metrics
 from shared.broker import connect
+from shared.collections import CollectionRegistry
 from shared.jobs import JobStore
 from shared.series import zero_known_series
 from shared.settings import Settings
@@ -93,6 +94,7 @@ def start(settings: Settings, celery: Celery, node: str) -> Runtime:
     global _runtime
     pipeline = load_pipeline(settings.pipeline)
     client = connect(settings.broker)
+    pipeline.serve_collections(settings.collections.dir, CollectionRegistry(client))
     aftercare = Aftercare(settings, client, pipeline_info(pipeline))
     _runtime = Runtime(settings, pipeline, client, celery, node, aftercare)
     _runtime.start_background()

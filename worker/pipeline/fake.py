@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from shared.collections import DEFAULT, CollectionRegistry
 from shared.errors import ModelError
 from shared.jobs import FinishReason
 from shared.settings import PipelineSettings
+from worker.pipeline.corpora import Corpora
 from worker.pipeline.types import Answer, Source, SourcesItem, StopCheck, StreamItem, TokenItem
 
 FAKE_CONTEXT_TOKENS = 512
@@ -29,20 +32,31 @@ class FakePipeline:
         self.settings = settings
         self.prompt_version = settings.prompt_version
         self.questions: list[str] = []
+        self.corpora = Corpora(settings)
+
+    def serve_collections(self, collections_dir: Path, registry: CollectionRegistry) -> None:
+        """Retrieve for real from collections (MiniLM, loaded on first use); tokens stay fake."""
+        self.corpora.serve(collections_dir, registry)
 
     def stream(
-        self, question: str, top_k: int, should_stop: StopCheck | None = None
+        self, question: str, top_k: int, should_stop: StopCheck | None = None,
+        collection: str = DEFAULT,
     ) -> Iterator[StreamItem]:
         self.questions.append(question)
-        sources = [
-            Source(
-                chunk_id=f"fake-{i}",
-                title="Fake",
-                text=f"passage {i} for {question}",
-                score=1.0 / (i + 1),
-            )
-            for i in range(top_k)
-        ]
+        retriever = self.corpora.retriever(collection)
+        if retriever is None:
+            sources = [
+                Source(
+                    chunk_id=f"fake-{i}",
+                    title="Fake",
+                    text=f"passage {i} for {question}",
+                    score=1.0 / (i + 1),
+                )
+                for i in range(top_k)
+            ]
+            version = self.index_version
+        else:
+            sources, version = retriever.retrieve(question, top_k).sources, retriever.index.version
         yield SourcesItem(sources=sources, retrieval_s=0.0, rerank_s=0.0)
         prompt_tokens = 10 * top_k + len(question.split())
         if prompt_tokens >= FAKE_CONTEXT_TOKENS:
@@ -73,6 +87,7 @@ class FakePipeline:
             ttft_s=ttft,
             generation_s=time.perf_counter() - started,
             finish_reason=finish_reason,
+            extra={"collection": collection, "index_version": version},
         )
 
     def start_batching(self, max_batch: int) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from shared.collections import DEFAULT, CollectionRegistry
 from shared.settings import PipelineSettings
+from worker.pipeline.corpora import Corpora
 from worker.pipeline.generator import Generator, resolve_device
 from worker.pipeline.prompt import build_messages, fit_sources, mark_cited
 from worker.pipeline.retrieval import Retriever, load_retriever
@@ -33,6 +36,7 @@ class Pipeline:
         self.index_version = self.retriever.index.version
         self.model_id = self.generator.model_id
         self.prompt_version = settings.prompt_version
+        self.corpora = Corpora(settings, default=self.retriever)
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -41,11 +45,18 @@ class Pipeline:
         fitted = fit_sources(sources, self.generator.tokenizer, WARM_UP_TOKENS)
         self.generator.warm_up(build_messages(WARM_UP_QUESTION, fitted))
 
+    def serve_collections(self, collections_dir: Path, registry: CollectionRegistry) -> None:
+        """Answer about collections too, with this pipeline's embedder and reranker."""
+        self.corpora.serve(collections_dir, registry)
+
     def stream(
-        self, question: str, top_k: int, should_stop: StopCheck | None = None
+        self, question: str, top_k: int, should_stop: StopCheck | None = None,
+        collection: str = DEFAULT,
     ) -> Iterator[StreamItem]:
-        """Yield a SourcesItem, then TokenItems, then the Answer (last, also when stopped)."""
-        retrieval = self.retriever.retrieve(question, top_k)
+        """Yield a SourcesItem, then TokenItems, then the Answer (last, also when stopped), from
+        `collection`'s version of now (the Answer's `extra` names it)."""
+        retriever = self.corpora.retriever(collection) or self.retriever
+        retrieval = retriever.retrieve(question, top_k)
         sources = fit_sources(
             retrieval.sources, self.generator.tokenizer, self.settings.max_context_tokens
         )
@@ -70,6 +81,7 @@ class Pipeline:
             ttft_s=generation.ttft_s,
             generation_s=generation.generation_s,
             finish_reason=generation.finish_reason,
+            extra={"collection": collection, "index_version": retriever.index.version},
         )
 
     def start_batching(self, max_batch: int) -> None:

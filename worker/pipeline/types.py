@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
+from shared.collections import DEFAULT, CollectionRegistry
 from shared.jobs import FinishReason
 
 
@@ -88,9 +90,16 @@ class PipelineLike(Protocol):
     prompt_version: str
 
     def stream(
-        self, question: str, top_k: int, should_stop: StopCheck | None = None
+        self, question: str, top_k: int, should_stop: StopCheck | None = None,
+        collection: str = DEFAULT,
     ) -> Iterator[StreamItem]:
-        """Yield a SourcesItem, then TokenItems, then the Answer (last, also when stopped early)."""
+        """Yield a SourcesItem, then TokenItems, then the Answer (last, also when stopped early),
+        from `collection`'s current version; the Answer's `extra` names the collection and the
+        index_version that answered."""
+        ...
+
+    def serve_collections(self, collections_dir: Path, registry: CollectionRegistry) -> None:
+        """Answer about collections too, each from the version its Redis record names."""
         ...
 
     def query(self, question: str, top_k: int) -> Answer:
