@@ -1,7 +1,8 @@
 """The Celery configuration both sides use, the task name, and sending the task.
 
 The web sends tasks by name through `make_client()`; it never imports `worker/` or a model.
-The worker's reaper sends again the task of a job whose worker died.
+The worker's reaper sends again the task of a job whose worker died. Tasks carry a priority
+that serves API keys in a fair order (`fair_priority`, docs/jobs.md "Fair order").
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from shared.broker import broker_errors
 from shared.settings import Settings
 
 GENERATE_TASK = "ragq.generate"
+# The fair order across API keys (docs/jobs.md): a job's priority is how many jobs of its key
+# were queued ahead of it, up to the last level; kombu's Redis transport keeps one list per
+# level and its BRPOP takes the first non-empty list, level 0 first.
+FAIR_LEVELS = 10
 INGEST_TASK = "ragq.ingest"
 # A child must answer within this after fork; loading a model on a CPU takes tens of seconds.
 PROC_ALIVE_TIMEOUT_SECONDS = 300.0
@@ -35,6 +40,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             # above the hard limit: Redis never hands a running task to a second worker
             "visibility_timeout": jobs.visibility_timeout_seconds,
+            # one list per priority level, level 0 (the highest) served first
+            "priority_steps": list(range(FAIR_LEVELS)),
             "socket_connect_timeout": timeout,
             "socket_timeout": max(timeout, 5.0),
         },
@@ -69,10 +76,19 @@ def make_client(settings: Settings) -> Celery:
     return app
 
 
-def send_generate(celery: Celery, job_id: str, request_id: str) -> None:
-    """Queue the generation task of `job_id`; BrokerUnavailable when the broker cannot take it."""
+def fair_priority(ahead: int) -> int:
+    """The priority of a job with `ahead` jobs of its own key queued before it: 0 (served first)
+    for a key's next job, one level lower per job of the same key ahead, down to the last."""
+    return min(max(0, ahead), FAIR_LEVELS - 1)
+
+
+def send_generate(celery: Celery, job_id: str, request_id: str, priority: int = 0) -> None:
+    """Queue the generation task of `job_id` at `priority` (0, the default, is served first: a
+    job sent again after its worker died has waited already); BrokerUnavailable when the broker
+    cannot take it."""
     with broker_errors(f"cannot queue job {job_id}", also=SEND_ERRORS):
-        celery.send_task(GENERATE_TASK, kwargs={"job_id": job_id, "request_id": request_id})
+        celery.send_task(GENERATE_TASK, kwargs={"job_id": job_id, "request_id": request_id},
+                         priority=priority)
 
 
 def send_ingest(celery: Celery, job_id: str, request_id: str) -> None:
