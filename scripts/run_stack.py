@@ -181,13 +181,20 @@ def wait_ready(settings: Settings) -> int:
     return 1
 
 
+EXAMPLE_QUESTION = "Which port does the API listen on by default?"  # one data/qa.jsonl holds
+
+
 def _banner(base: str, settings: Settings) -> str:
     # a key is a secret: the banner lands in logs, so it names the variable, never the value
     key = " -H \"X-API-Key: $RAGQ_API_KEY\"" if settings.auth.enabled else ""
     try_it = "Try (RAGQ_API_KEY: one of AUTH_API_KEYS):" if settings.auth.enabled else "Try:"
+    ask_env = "" if base == "http://127.0.0.1:8000" else f"RAGQ_URL={base} "  # ragq's default
+    ask_env += "RAGQ_API_KEY=... " if settings.auth.enabled else ""
     return "\n".join([
         "",
-        f"ragq is ready at {base}  (API docs: {base}/docs, Flower: http://127.0.0.1:{settings.flower.port})",
+        f"ragq is ready at {base}/  <- open it in a browser to ask questions",
+        f"  API docs: {base}/docs   Flower: http://127.0.0.1:{settings.flower.port}",
+        f"  From a terminal: {ask_env}.venv/bin/ragq ask \"{EXAMPLE_QUESTION}\"",
         try_it,
         f"  curl -s {base}/v1/jobs -H 'Content-Type: application/json'{key} \\",
         "       -H 'Prefer: wait=60' \\",
