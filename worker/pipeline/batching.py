@@ -4,7 +4,7 @@ A BatchDecoder owns one decode thread. A new generation (a row) is prefilled alo
 an unbatched `model.generate` would (so its first token is the same), then its KV cache joins the
 batch's: both are padded on the left to one length and an attention mask hides the padding.
 Every step feeds each row its last token in one forward pass; each row picks its next token
-with the same rules as `model.generate` (repetition penalty, then greedy or sampling), streams it
+with the same logits processors as `model.generate`, then greedy or sampling, streams it
 through its own TextIteratorStreamer and stops on its own: an end token, the token limit, or the
 stop rules of its Generation (cancel, loop guard). A finished row leaves the batch at once and a
 waiting one joins before the next step. A row whose prefill fails fails alone; a failed step
@@ -22,19 +22,12 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
-from transformers import (
-    DynamicCache,
-    LogitsProcessorList,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TextIteratorStreamer,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers import DynamicCache, LogitsProcessorList, TextIteratorStreamer
 from transformers.cache_utils import DynamicLayer
 
 from shared import metrics
@@ -49,11 +42,13 @@ log = logging.getLogger(__name__)
 class Row:
     """One generation in the batch: its tokens so far and its streamer; `join()` waits for it."""
 
-    def __init__(self, generation: Generation, streamer: TextIteratorStreamer) -> None:
+    def __init__(self, generation: Generation, streamer: TextIteratorStreamer,
+                 processors: Callable[[int], LogitsProcessorList]) -> None:
         self.generation = generation
         self.streamer = streamer
         self.ids: list[int] = generation.input_ids[0].tolist()
         self.prompt_tokens = len(self.ids)
+        self.processors = processors(self.prompt_tokens)
         self._done = threading.Event()
 
     @property
@@ -79,26 +74,28 @@ class Row:
 
 class TokenChooser:
     """Picks a row's next token as `model.generate` would with the generator's decoding
-    arguments: the repetition penalty, then argmax, or temperature, top-k, top-p and a draw."""
+    arguments: the same logits processors (built by the model, as generate builds them), then
+    argmax, or a draw when sampling."""
 
     def __init__(self, generator: Generator) -> None:
-        config = copy.deepcopy(generator.model.generation_config)
-        config.update(**generator.decoding())
-        self.sample = bool(config.do_sample)
-        self.processors = LogitsProcessorList()
-        if config.repetition_penalty not in (None, 1.0):
-            self.processors.append(RepetitionPenaltyLogitsProcessor(config.repetition_penalty))
-        if self.sample:
-            if config.temperature not in (None, 1.0):
-                self.processors.append(TemperatureLogitsWarper(config.temperature))
-            if config.top_k:
-                self.processors.append(TopKLogitsWarper(config.top_k))
-            if config.top_p is not None and config.top_p < 1.0:
-                self.processors.append(TopPLogitsWarper(config.top_p))
+        self.model = generator.model
+        self.config = copy.deepcopy(generator.model.generation_config)
+        self.config.update(**generator.decoding())
+        self.sample = bool(self.config.do_sample)
 
-    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> int:
-        """`ids`: the row so far (1, n); `logits`: its next-token logits (1, vocabulary)."""
-        scores = self.processors(
+    def processors(self, prompt_tokens: int) -> LogitsProcessorList:
+        """The processors of one row (some count from the end of its prompt)."""
+        model = cast(Any, self.model)  # generate's own builder; no public equivalent
+        processors = model._get_logits_processor(
+            generation_config=self.config, input_ids_seq_length=prompt_tokens,
+            device=str(self.model.device),
+        )
+        return cast(LogitsProcessorList, processors)
+
+    def __call__(self, row: Row, logits: torch.Tensor) -> int:
+        """`row`'s next token from its next-token `logits` (1, vocabulary)."""
+        ids = torch.tensor([row.ids], device=logits.device)
+        scores = row.processors(
             cast(torch.LongTensor, ids), cast(torch.FloatTensor, logits.float())
         )
         if self.sample:
@@ -128,7 +125,7 @@ class BatchDecoder:
 
     def submit(self, generation: Generation, streamer: TextIteratorStreamer) -> Row:
         """Queue `generation` for the batch; it joins before the next step with room for it."""
-        row = Row(generation, streamer)
+        row = Row(generation, streamer, self.choose.processors)
         streamer.put(generation.input_ids.cpu())  # the prompt: skipped, as model.generate does
         with self._wake:
             self._waiting.append(row)
@@ -171,8 +168,7 @@ class BatchDecoder:
         self._join(row, cache)
 
     def _advance(self, row: Row, logits: torch.Tensor) -> None:
-        ids = torch.tensor([row.ids], device=logits.device)
-        row.add(self.choose(ids, logits))
+        row.add(self.choose(row, logits))
 
     def _ended(self, row: Row) -> bool:
         """Whether the row is finished after its last token; ends it when it is."""

@@ -38,8 +38,9 @@ def _word_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def tiny_causal_lm(folder: Path) -> Path:
-    """A 1-layer Llama with a word-level tokenizer and a chat template."""
+def tiny_causal_lm(folder: Path, initializer_range: float = 0.02) -> Path:
+    """A 1-layer Llama with a word-level tokenizer and a chat template. A large
+    `initializer_range` makes its answers depend on the prompt (at 0.02 they barely do)."""
     tokenizer = _word_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -52,6 +53,7 @@ def tiny_causal_lm(folder: Path) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        initializer_range=initializer_range,
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
