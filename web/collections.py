@@ -3,6 +3,7 @@ ingest job over the same WebSocket event protocol as a question's (docs/collecti
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request, url_for
@@ -10,6 +11,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, ValidationError
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
+from shared.cache import Scope
 from shared.collections import DEFAULT, NAME_PATTERN, Access, CollectionRegistry
 from shared.errors import (
     CollectionNotFound,
@@ -69,6 +71,16 @@ def access() -> Access:
     """The caller, and whether its key is one of COLLECTIONS_READER_KEYS."""
     readers = {owner_of(key) for key in settings().collections.reader_keys}
     return Access(g.owner, reads_all=g.owner in readers)
+
+
+def collection_scope(scope: Scope, name: str) -> Scope:
+    """The single-flight scope of a question about `name`: its current version's, so questions
+    about different collections or versions never share a job. CollectionNotFound when the
+    caller may not read it or no version of it is published yet."""
+    found = registry().get(name, access())
+    if not found["index_version"]:
+        raise CollectionNotFound(f"{name} (no version of it is published yet)")
+    return replace(scope, index_version=f"{name}@{found['index_version']}")
 
 
 def present(job: dict[str, Any]) -> dict[str, Any]:

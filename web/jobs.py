@@ -80,7 +80,7 @@ def prefer_wait(prefer: str | None) -> float:
 def create_job(body: JobRequest, header: PreferHeader) -> Response:
     """Submit a question: 202 with the queued job, or 200 with the finished one (a cache hit,
     or a job that finished within `Prefer: wait=N`)."""
-    job = submit(body.query, body.top_k)
+    job = submit(body.query, body.top_k, body.collection)
     logs.bind(job_id=job["id"])
     asked = 0.0 if job.get("cached") else prefer_wait(header.prefer)
     wait = min(asked, settings().api.prefer_wait_max_seconds)
@@ -136,7 +136,7 @@ def create_batch(body: BatchRequest) -> Response | tuple[Response, int]:
     jobs: list[JobRecord] = []
     try:
         for query in body.queries:
-            jobs.append(submit(query, body.top_k))
+            jobs.append(submit(query, body.top_k, body.collection))
     except (QueueFull, BudgetExceeded, BrokerUnavailable) as error:
         raise _refused_batch(error, jobs) from error
     return jsonify({"jobs": [present(job) for job in jobs]}), 202

@@ -37,7 +37,7 @@ bp.before_request(authenticate)
 def query(body: JobRequest) -> Response:
     """Answer in one round trip, waiting up to API_QUERY_WAIT_SECONDS; 504: the job runs on."""
     started = time.perf_counter()
-    job = submit(body.query, body.top_k)
+    job = submit(body.query, body.top_k, body.collection)
     logs.bind(job_id=job["id"])
     finished = job if job.get("cached") else resources().store.wait_final(
         job["id"], settings().api.query_wait_seconds)

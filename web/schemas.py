@@ -13,6 +13,7 @@ from pydantic import (
     create_model,
 )
 
+from shared.collections import DEFAULT, NAME_PATTERN
 from shared.jobs import JobRecord
 
 QUERY_MIN_CHARS = 3
@@ -32,6 +33,9 @@ TopK = Annotated[  # strict: JSON true is no count of passages
     StrictInt,
     Field(ge=1, le=TOP_K_MAX, description="Passages to the generator; default PIPELINE_TOP_K."),
 ]
+CollectionName = Annotated[
+    str, Field(pattern=NAME_PATTERN, description="The collection asked (docs/collections.md)."),
+]
 
 
 class _Strict(BaseModel):
@@ -43,6 +47,7 @@ class JobRequest(_Strict):
 
     query: QueryText = Field(description="The question, 3 to 512 characters after trimming.")
     top_k: TopK | None = None
+    collection: CollectionName = DEFAULT
 
 
 class BatchRequest(_Strict):
@@ -52,6 +57,7 @@ class BatchRequest(_Strict):
         min_length=1, max_length=BATCH_CEILING, description="At most API_BATCH_MAX."
     )
     top_k: TopK | None = None
+    collection: CollectionName = DEFAULT
 
 
 class JobPath(BaseModel):

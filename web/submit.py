@@ -39,11 +39,14 @@ from shared.cache import (
     scope_for,
     tenant_of,
 )
+from shared.collections import DEFAULT
+from shared.collections import JOB_FIELD as COLLECTION_FIELD
 from shared.errors import BrokerUnavailable, JobNotFound, QueueRefused
 from shared.jobs import METRIC_FIELDS, JobRecord, JobStore
 from shared.settings import Settings
 from shared.tasks import fair_priority, send_generate
 from web.auth import current_tenant
+from web.collections import collection_scope
 from web.request_ids import current_request_id
 from web.resources import Resources, resources
 from web.semantic_cache import CacheLookup
@@ -55,19 +58,22 @@ log = logging.getLogger(__name__)
 CLAIM_TRIES = 3  # stale claims stepped over before a miss goes on without single-flight
 
 
-def submit(query: str, top_k: int | None) -> JobRecord:
-    """The caller's job for `query`: a finished one from the cache, an identical one in flight,
-    or a new queued one."""
+def submit(query: str, top_k: int | None, collection: str = DEFAULT) -> JobRecord:
+    """The caller's job for `query` about `collection`: a finished one from the cache, an
+    identical one in flight, or a new queued one. Questions about a collection other than
+    `default` skip the semantic cache (docs/collections.md)."""
     found = resources()
     tenant = current_tenant()
     k = top_k or found.settings.pipeline.top_k
     scope = scope_for(found.pipeline_info(), k, tenant_of(found.settings.cache, g.owner))
+    if collection != DEFAULT:
+        scope = collection_scope(scope, collection)
 
     def check_queue() -> None:  # before the query is embedded: a refusal costs no CPU
         found.admission.check(g.owner, tenant.max_queued)
 
     lookup = CacheLookup(hit=False)
-    if found.settings.cache.enabled:
+    if found.settings.cache.enabled and collection == DEFAULT:
         lookup = found.cache.lookup(query, scope, on_exact_miss=check_queue, asker=g.owner)
         if lookup.hit:
             return answer_from_cache(found.store, query, k, lookup)
@@ -80,7 +86,7 @@ def submit(query: str, top_k: int | None) -> JobRecord:
         return record
     try:
         reservation = Reservation.make(found.breaker, found.settings, tenant)
-        record = queue_reserved(found, query, k, scope, lookup, reservation)
+        record = queue_reserved(found, query, k, scope, lookup, reservation, collection)
     except BaseException:
         found.single_flight.release(claim)
         raise
@@ -165,7 +171,7 @@ class Reservation:
 
 def queue_reserved(
     found: Resources, query: str, top_k: int, scope: Scope, lookup: CacheLookup,
-    reservation: Reservation | None,
+    reservation: Reservation | None, collection: str = DEFAULT,
 ) -> JobRecord:
     """Create the job, admitted atomically under the queue limits, and send its task with what
     the worker needs: the reservation to settle, the query embedding and the cache scope's
@@ -177,6 +183,8 @@ def queue_reserved(
         internal[JOB_TENANT_FIELD] = scope.tenant
     if reservation is not None:
         internal.update(reservation.fields())
+    if collection != DEFAULT:
+        internal[COLLECTION_FIELD] = collection
     try:
         return submit_job(found.store, found.celery, owner=g.owner, query=query, top_k=top_k,
                           request_id=current_request_id(), internal=internal,

@@ -31,6 +31,20 @@ FINAL_WAIT_SECONDS = 180.0
 GUIDE = b"# Guide\n\n## Ports\n\nThe broker listens on port 6390 and the cache on 6391."
 
 
+def start_ingest_worker(broker_url: str, tmp_path: Path, collections_dir: str) -> WorkerProcess:
+    """`celery -A worker.ingest_app worker` on the ingest queue; stop() it after the test."""
+    env = worker_env(broker_url, COLLECTIONS_DIR=collections_dir, COLLECTIONS_METRICS_PORT="0")
+    log_path = tmp_path / f"ingest-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.ingest_app", "worker", "-Q",
+             "ragq.ingest", "-c", "1", "-P", "prefork", "-n", "ingest@ragq-test",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
+            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    return WorkerProcess(process, "ingest@ragq-test", broker_url, log_path)
+
+
 @pytest.fixture
 def stack(make_app: Callable[..., Flask], broker_redis: RedisServer, tmp_path: Path
           ) -> Iterator[tuple[Flask, WorkerProcess]]:
@@ -40,17 +54,7 @@ def stack(make_app: Callable[..., Flask], broker_redis: RedisServer, tmp_path: P
     app = make_app(broker={"url": broker_redis.url},
                    auth={"enabled": True, "api_keys": [KEY, OTHER_KEY, READER_KEY]},
                    collections={**collections, "reader_keys": [READER_KEY]})
-    env = worker_env(broker_redis.url, COLLECTIONS_DIR=folder,
-                     COLLECTIONS_METRICS_PORT="0")
-    log_path = tmp_path / "ingest.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.ingest_app", "worker", "-Q",
-             "ragq.ingest", "-c", "1", "-P", "prefork", "-n", "ingest@ragq-test",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
-            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True)
-    worker = WorkerProcess(process, "ingest@ragq-test", broker_redis.url, log_path)
+    worker = start_ingest_worker(broker_redis.url, tmp_path, folder)
     yield app, worker
     worker.stop()
 
