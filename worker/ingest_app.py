@@ -1,6 +1,8 @@
 """The ingest worker's Celery app, apart from the generation worker's. Start it with:
 
-    celery -A worker.ingest_app worker -Q ragq.ingest -c 1 -P prefork -n ingest@%h
+    celery -A worker.ingest_app worker -c 1 -P prefork -n ingest@%h
+
+(without -Q it consumes COLLECTIONS_QUEUE, `ragq.ingest` by default).
 
 It embeds on the CPU and never loads a generator, so uploads never wait behind answers nor
 take a GPU worker's memory. Its pool child loads the embedding model once, in
@@ -38,6 +40,8 @@ def make_celery(settings: Settings) -> Celery:
     """The ingest worker's Celery app on `settings`; the pool child builds its runner."""
     app = Celery("ragq-ingest", include=["worker.ingestion.task"])
     app.conf.update(celery_config(settings))
+    # without -Q it consumes COLLECTIONS_QUEUE, never the generation queue
+    app.conf.task_default_queue = settings.collections.queue
 
     def configure(**_: Any) -> None:
         configure_logging(settings.log, "ingest")
