@@ -159,5 +159,6 @@ def _view(raw: dict[str, str]) -> dict[str, Any]:
         "documents": int(raw.get("documents", 0)),
         "chunks": int(raw.get("chunks", 0)),
         "built_at": raw.get("built_at"),
+        "published_at": float(raw["published_at"]) if raw.get("published_at") else None,
         "created_at": float(raw["created_at"]) if raw.get("created_at") else None,
     }

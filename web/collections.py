@@ -159,7 +159,8 @@ def list_collections() -> Response:
 
 def _default() -> dict[str, Any]:
     return {"name": DEFAULT, "index_version": resources().pipeline_info().get("index_version"),
-            "documents": None, "chunks": None, "built_at": None, "created_at": None}
+            "documents": None, "chunks": None, "built_at": None, "published_at": None,
+            "created_at": None}
 
 
 @bp.get("/collections/<name>")

@@ -160,7 +160,7 @@ class IngestRunner:
         manifest = json.loads((current / MANIFEST).read_text(encoding="utf-8"))
         chunks = int(manifest["chunk_count"])
         summary = {"index_version": version, "documents": len(documents), "chunks": chunks,
-                   "built_at": manifest["built_at"]}
+                   "built_at": manifest["built_at"], "published_at": repr(time.time())}
         self.registry.publish(name, summary, [d.meta() for d in documents.values()])
         metrics.COLLECTION_CHUNKS.labels(collection=name).set(chunks)
 
