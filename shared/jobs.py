@@ -77,21 +77,23 @@ METRIC_FIELDS = (
 )
 JSON_FIELDS = ("result", "error", "metrics")
 CACHE_FIELD = "cache"  # JSON {similarity, question, path} of a job answered from the cache
+KEY_NAME_FIELD = "key_name"  # the configured name of the key that made it (usage, metrics)
+UNNAMED = "unnamed"  # the usage label of a job made without a key name (before names existed)
 CANCEL_FIELD = "cancel"
 LEASE_SEPARATOR = "|"
 WAIT_RECHECK_SECONDS = 1.0
 CAS_RETRIES = 5
 
 # KEYS: job, events, queued, running, status counts, lease, breaker spend of this window, the
-# owner's spend of this window.
+# owner's spend of this window, the owner's usage.
 # ARGV 1-13: see _run_transition; 14-16: breaker window start, the job's cost, spend key TTL;
-# 17...: changed fields.
+# 17-18: the job's prompt and generated tokens; 19...: changed fields.
 _TRANSITION_SCRIPT = events.EMIT_FUNCTION + SETTLE_FUNCTION + """
 local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt')
 if not cur[1] then return -1 end
 if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return 0 end
 local to, id = ARGV[3], ARGV[4]
-if #ARGV > 16 then redis.call('HSET', KEYS[1], unpack(ARGV, 17)) end
+if #ARGV > 18 then redis.call('HSET', KEYS[1], unpack(ARGV, 19)) end
 redis.call('HSET', KEYS[1], 'status', to)
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
@@ -106,6 +108,10 @@ if ARGV[12] == '1' then
   redis.call('HINCRBY', KEYS[5], to, 1)
   redis.call('EXPIRE', KEYS[1], ARGV[6])
   settle(KEYS[1], KEYS[7], ARGV[14], ARGV[15], ARGV[16], KEYS[8])
+  redis.call('HINCRBY', KEYS[9], 'jobs_' .. to, 1)
+  redis.call('HINCRBY', KEYS[9], 'prompt_tokens', ARGV[17])
+  redis.call('HINCRBY', KEYS[9], 'generated_tokens', ARGV[18])
+  redis.call('HINCRBYFLOAT', KEYS[9], 'cost_eur', ARGV[15])
 end
 return emit(KEYS[1], KEYS[2], ARGV[7], ARGV[8], ARGV[9], ARGV[6])
 """
@@ -134,15 +140,17 @@ index_job(KEYS[3], ARGV[3], ARGV[4], ARGV[6], ARGV[7], ARGV[5])
 return {1, ahead}
 """
 
-# KEYS: job, events, owner's jobs, status counts. ARGV: status event, done event, stream
-# maxlen, the hit's retention, now, job id, owner index cutoff, index size kept, the index's
-# retention (a job's), then the record's fields. The events are only appended: the id is new,
-# so no reader can have subscribed yet (readers replay the stream).
+# KEYS: job, events, owner's jobs, status counts, owner's usage. ARGV: status event, done
+# event, stream maxlen, the hit's retention, now, job id, owner index cutoff, index size kept,
+# the index's retention (a job's), then the record's fields. The events are only appended: the
+# id is new, so no reader can have subscribed yet (readers replay the stream).
 _ANSWERED_SCRIPT = events.EMIT_FUNCTION + _INDEX_FUNCTION + """
 redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 index_job(KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 redis.call('HINCRBY', KEYS[4], 'succeeded', 1)
+redis.call('HINCRBY', KEYS[5], 'jobs_succeeded', 1)
+redis.call('HINCRBY', KEYS[5], 'cache_hits', 1)
 append(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[4])
 return append(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 """
@@ -173,6 +181,25 @@ def valid_job_id(job_id: object) -> bool:
         return str(uuid.UUID(job_id)) == job_id
     except ValueError:
         return False
+
+
+def _tokens(raw: dict[str, str]) -> tuple[int, int]:
+    """(prompt, generated) tokens of a job's stored metrics; 0 where it has none."""
+    stored = json.loads(raw["metrics"]) if raw.get("metrics") else {}
+    return int(stored.get("prompt_tokens") or 0), int(stored.get("generated_tokens") or 0)
+
+
+def _count_usage(raw: dict[str, str], charge_eur: float) -> None:
+    """Export a job's final status, tokens and cost by its key's name (the process that moved
+    it there counts it: each final status is reached once)."""
+    name = raw.get(KEY_NAME_FIELD) or UNNAMED
+    metrics.KEY_JOBS.labels(key=name, status=raw["status"]).inc()
+    if raw.get(CACHE_FIELD):
+        metrics.KEY_CACHE_HITS.labels(key=name).inc()
+    prompt, generated = _tokens(raw)
+    metrics.KEY_TOKENS.labels(key=name, kind="prompt").inc(prompt)
+    metrics.KEY_TOKENS.labels(key=name, kind="generated").inc(generated)
+    metrics.KEY_COST.labels(key=name).inc(charge_eur)
 
 
 def lease_value(node: str, attempt: int) -> str:
@@ -285,24 +312,28 @@ class JobStore:
         self._create = redis_client.register_script(_CREATE_SCRIPT)
 
     # --- clients' API -------------------------------------------------------------------
-    def create(self, *, owner: str, query: str, top_k: int, request_id: str) -> JobRecord:
+    def create(
+        self, *, owner: str, query: str, top_k: int, request_id: str, key_name: str = ""
+    ) -> JobRecord:
         """A new queued job owned by `owner`, without queue limits; see create_admitted."""
         record, _ = self.create_admitted(owner=owner, query=query, top_k=top_k,
-                                         request_id=request_id, bounds=Bounds())
+                                         request_id=request_id, bounds=Bounds(),
+                                         key_name=key_name)
         return record
 
     @broker_errors()
     def create_admitted(
-        self, *, owner: str, query: str, top_k: int, request_id: str, bounds: Bounds
+        self, *, owner: str, query: str, top_k: int, request_id: str, bounds: Bounds,
+        key_name: str = "",
     ) -> tuple[JobRecord, int]:
-        """A new queued job owned by `owner`, admitted under `bounds` in the same atomic step
-        (QueueRefused otherwise); emits status `queued` (seq 1). Also returns how many of the
-        owner's jobs were queued ahead of it."""
+        """A new queued job owned by `owner` (the key named `key_name`), admitted under `bounds`
+        in the same atomic step (QueueRefused otherwise); emits status `queued` (seq 1). Also
+        returns how many of the owner's jobs were queued ahead of it."""
         job_id = str(uuid.uuid4())
         now = time.time()
         raw = {"id": job_id, "owner": owner, "status": Status.QUEUED.value, "query": query,
                "top_k": str(top_k), "created_at": repr(now), "attempt": "0",
-               "request_id": request_id}
+               "request_id": request_id, KEY_NAME_FIELD: key_name or UNNAMED}
         retention = self.jobs.retention_seconds
         args: list[str | int] = [bounds.max_depth, bounds.max_queued_per_key, repr(now), job_id,
                                  retention, repr(now - retention), self.jobs.listed_max,
@@ -324,17 +355,18 @@ class JobStore:
     def create_answered(
         self, *, owner: str, query: str, top_k: int, request_id: str,
         result: dict[str, Any], metrics: dict[str, Any], cache: dict[str, Any],
+        key_name: str = "",
     ) -> JobRecord:
-        """A job answered without running (a cache hit): recorded `succeeded` with its events
-        (status, then done) in one round trip, kept JOBS_CACHED_RETENTION_SECONDS. `cache`:
-        similarity, question, path."""
+        """A job answered without running (a cache hit) for the key named `key_name`: recorded
+        `succeeded` with its events (status, then done) in one round trip, kept
+        JOBS_CACHED_RETENTION_SECONDS. `cache`: similarity, question, path."""
         job_id = str(uuid.uuid4())
         now = time.time()
         raw = {"id": job_id, "owner": owner, "status": Status.SUCCEEDED.value, "query": query,
                "top_k": str(top_k), "created_at": repr(now), "started_at": repr(now),
                "finished_at": repr(now), "attempt": "0", "request_id": request_id,
                "result": json.dumps(result), "metrics": json.dumps(metrics),
-               CACHE_FIELD: json.dumps(cache)}
+               CACHE_FIELD: json.dumps(cache), KEY_NAME_FIELD: key_name or UNNAMED}
         record = view(raw)
         status = {"status": Status.SUCCEEDED.value, "attempt": 0, "redelivered": False}
         retention = self.jobs.retention_seconds
@@ -345,7 +377,8 @@ class JobStore:
             self.jobs.listed_max, retention, *(item for pair in raw.items() for item in pair),
         ]
         self._answered(keys=[keys.job(job_id), keys.job_events(job_id), keys.owner_jobs(owner),
-                             keys.STATUS_COUNTS], args=args)
+                             keys.STATUS_COUNTS, keys.usage(owner)], args=args)
+        _count_usage(raw, 0.0)
         return record
 
     @broker_errors()
@@ -404,6 +437,24 @@ class JobStore:
     @broker_errors()
     def queue_depth(self) -> int:
         return cast(int, self.redis.zcard(keys.QUEUED))
+
+    @broker_errors()
+    def usage(self, owner: str) -> dict[str, Any]:
+        """`owner`'s running totals (jobs by final status, cache hits, tokens, cost) since the
+        broker started, and its jobs queued and running now."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.usage(owner))
+            pipe.zintercard(2, [keys.QUEUED, keys.owner_jobs(owner)])
+            pipe.zintercard(2, [keys.RUNNING, keys.owner_jobs(owner)])
+            totals, queued, running = pipe.execute()
+        jobs = {status.value: int(totals.get(f"jobs_{status.value}", 0)) for status in FINAL}
+        return {
+            "jobs": {Status.QUEUED.value: int(queued), Status.RUNNING.value: int(running), **jobs},
+            "cache_hits": int(totals.get("cache_hits", 0)),
+            "tokens": {"prompt": int(totals.get("prompt_tokens", 0)),
+                       "generated": int(totals.get("generated_tokens", 0))},
+            "cost_eur": round(float(totals.get("cost_eur", 0.0)), 6),
+        }
 
     @broker_errors()
     def status_counts(self) -> dict[str, int]:
@@ -578,6 +629,8 @@ class JobStore:
             new: dict[str, str] = {**raw, **fields, "status": to.value}
             result = self._run_transition(job_id, raw, new, reason, lease_node_name, charge_eur)
             if result > 0:
+                if to in FINAL:
+                    _count_usage(new, charge_eur)
                 return view(new)
             if result < 0:
                 raise JobNotFound(job_id)
@@ -664,14 +717,17 @@ class JobStore:
                    for item in (name, new[name])]
         now = time.time()
         window, window_ttl = spend_window(self.settings.breaker.window_seconds, now)
+        prompt, generated = _tokens(new)
         args = [raw["status"], raw["attempt"], to, job_id, repr(now), self.jobs.retention_seconds,
                 keys.job_channel(job_id), events.event_body(job_id, event_type, payload),
                 self.jobs.stream_maxlen, lease_value(node, int(new["attempt"])),
                 int(self.jobs.lease_seconds * 1000), "1" if to in FINAL else "0",
-                raw["created_at"], str(window), repr(float(charge_eur)), window_ttl, *changed]
+                raw["created_at"], str(window), repr(float(charge_eur)), window_ttl, prompt,
+                generated, *changed]
+        owner = raw.get("owner", "")
         key_list = [keys.job(job_id), keys.job_events(job_id), keys.QUEUED, keys.RUNNING,
                     keys.STATUS_COUNTS, keys.job_lease(job_id), keys.breaker_window(window),
-                    keys.owner_spend(raw.get("owner", ""), window)]
+                    keys.owner_spend(owner, window), keys.usage(owner)]
         return cast(int, self._transition(keys=key_list, args=args))
 
     def _subscribe(self, job_id: str) -> Subscription | PrivateSubscription:

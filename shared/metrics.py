@@ -76,6 +76,14 @@ TOKENS_GENERATED = Counter("rag_tokens_generated_total", "Tokens generated")
 PROMPT_TOKENS = Counter("rag_prompt_tokens_total", "Prompt tokens processed")
 JOBS_FINISHED = Counter("rag_jobs_total", "Jobs by final status", ["status"])
 JOBS_SUBMITTED = Counter("rag_jobs_submitted_total", "Jobs queued")
+# Usage by API key: `key` is the key's configured name (AUTH_API_KEYS / AUTH_KEYS_FILE), never
+# the key, so the label has as many values as keys are configured.
+KEY_JOBS = Counter("rag_key_jobs_total", "Jobs by API key name and final status", ["key", "status"])
+KEY_TOKENS = Counter(
+    "rag_key_tokens_total", "Tokens by API key name (kind: prompt, generated)", ["key", "kind"]
+)
+KEY_COST = Counter("rag_key_cost_eur_total", "Cost of jobs by API key name, EUR", ["key"])
+KEY_CACHE_HITS = Counter("rag_key_cache_hits_total", "Cache hits by API key name", ["key"])
 WEBSOCKETS_OPEN = Gauge(
     "rag_websockets_open", "Open WebSocket streams", multiprocess_mode="livesum"
 )

@@ -26,6 +26,7 @@ from web import (
     request_ids,
     resources,
     stream,
+    usage,
 )
 from web.auth import KEY_HEADER
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_api(jobs.bp)
     app.register_api(query.bp)
     app.register_api(health.bp)
+    app.register_api(usage.bp)
     app.register_blueprint(page.bp)
     collections.init_app(app)
     stream.init_app(app, settings.api.ws_ping_seconds)

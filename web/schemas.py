@@ -177,6 +177,19 @@ class DevicesOut(BaseModel):
 
 class StatsOut(BaseModel):
     queue_depth: int
+class UsageOut(BaseModel):
+    key: str = Field(description="The key's configured name (AUTH_API_KEYS / AUTH_KEYS_FILE).")
+    jobs: dict[str, int] = Field(description="The key's jobs queued and running now, and by "
+                                 "final status since the broker started (cache hits included).")
+    cache_hits: int = Field(description="Questions answered from the cache.")
+    tokens: dict[str, int] = Field(description="Prompt and generated tokens of its jobs.")
+    cost_eur: float = Field(description="What its jobs cost, EUR.")
+    window: dict[str, Any] = Field(description="This spending window (CB_WINDOW_SECONDS): the "
+                                   "key's spend, its budget (null: none), seconds to its end.")
+    limits: dict[str, Any] = Field(description="The key's limits (null: none): max_queued, "
+                                   "rate_per_second, burst.")
+
+
     workers: list[dict[str, Any]] | int = Field(
         description="The live workers' reports, or their number when health detail is off."
     )

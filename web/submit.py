@@ -76,7 +76,7 @@ def submit(query: str, top_k: int | None, collection: str = DEFAULT) -> JobRecor
     if found.settings.cache.enabled and collection == DEFAULT:
         lookup = found.cache.lookup(query, scope, on_exact_miss=check_queue, asker=g.owner)
         if lookup.hit:
-            return answer_from_cache(found.store, query, k, lookup)
+            return answer_from_cache(found.store, query, k, lookup, tenant.name)
     else:
         check_queue()
     found.breaker.check(owner=g.owner, owner_limit_eur=tenant.budget_eur)
@@ -96,7 +96,7 @@ def submit(query: str, top_k: int | None, collection: str = DEFAULT) -> JobRecor
 
 
 def answer_from_cache(
-    store: JobStore, query: str, top_k: int, lookup: CacheLookup
+    store: JobStore, query: str, top_k: int, lookup: CacheLookup, key_name: str
 ) -> JobRecord:
     """The caller's job answered from the cache: stored succeeded, with its events (status,
     done), so its id, links, listing and stream work like any other job's."""
@@ -107,6 +107,7 @@ def answer_from_cache(
         owner=g.owner, query=query, top_k=top_k, request_id=current_request_id(),
         result=lookup.payload or {}, metrics=job_metrics,
         cache={"similarity": similarity, "question": lookup.question, "path": lookup.path},
+        key_name=key_name,
     )
     log.info("cache hit", extra={"job_id": record["id"], "top_k": top_k,
                                  "cache_path": lookup.path})
@@ -188,7 +189,8 @@ def queue_reserved(
     try:
         return submit_job(found.store, found.celery, owner=g.owner, query=query, top_k=top_k,
                           request_id=current_request_id(), internal=internal,
-                          bounds=found.admission.bounds(current_tenant().max_queued))
+                          bounds=found.admission.bounds(current_tenant().max_queued),
+                          key_name=current_tenant().name)
     except BaseException as error:
         if reservation is not None:
             reservation.give_back(found.breaker)
@@ -199,7 +201,7 @@ def queue_reserved(
 
 def submit_job(
     store: JobStore, celery: Celery, *, owner: str, query: str, top_k: int, request_id: str,
-    internal: dict[str, str] | None = None, bounds: Bounds | None = None,
+    internal: dict[str, str] | None = None, bounds: Bounds | None = None, key_name: str = "",
 ) -> JobRecord:
     """Create the job record and send its task, prioritised by the jobs of its owner queued
     ahead of it (the fair order across keys); the returned record is queued.
@@ -210,7 +212,8 @@ def submit_job(
     Redis cannot be reached (the record is then removed).
     """
     record, ahead = store.create_admitted(owner=owner, query=query, top_k=top_k,
-                                          request_id=request_id, bounds=bounds or Bounds())
+                                          request_id=request_id, bounds=bounds or Bounds(),
+                                          key_name=key_name)
     try:
         if internal:
             store.set_internal(record["id"], internal)
