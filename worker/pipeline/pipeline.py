@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ class Pipeline:
         self.model_id = self.generator.model_id
         self.prompt_version = settings.prompt_version
         self.corpora = Corpora(settings, default=self.retriever)
+        # Batched jobs call stream() from threads of their own; the embedder, the indexes and
+        # the tokenizers are shared, and a fast tokenizer may refuse a concurrent caller.
+        self._shared = threading.Lock()
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -55,17 +59,19 @@ class Pipeline:
     ) -> Iterator[StreamItem]:
         """Yield a SourcesItem, then TokenItems, then the Answer (last, also when stopped), from
         `collection`'s version of now (the Answer's `extra` names it)."""
-        retriever = self.corpora.retriever(collection) or self.retriever
-        retrieval = retriever.retrieve(question, top_k)
-        sources = fit_sources(
-            retrieval.sources, self.generator.tokenizer, self.settings.max_context_tokens
-        )
+        with self._shared:
+            retriever = self.corpora.retriever(collection) or self.retriever
+            retrieval = retriever.retrieve(question, top_k)
+            sources = fit_sources(
+                retrieval.sources, self.generator.tokenizer, self.settings.max_context_tokens
+            )
         yield SourcesItem(
             sources=sources, retrieval_s=retrieval.retrieval_s, rerank_s=retrieval.rerank_s
         )
-        generation = self.generator.generate(
-            build_messages(question, sources), should_stop or _never
-        )
+        with self._shared:
+            generation = self.generator.generate(
+                build_messages(question, sources), should_stop or _never
+            )
         pieces: list[str] = []
         for text in generation:
             pieces.append(text)
