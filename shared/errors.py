@@ -1,5 +1,7 @@
 """ragq's exception tree: raised where a problem is found, translated to HTTP at the web edge."""
 
+from typing import Self
+
 
 class RagqError(Exception):
     """Base class of every error ragq raises on purpose."""
@@ -48,8 +50,8 @@ class BadTaskMessage(RagqError):
 
 
 class LimitExceeded(RagqError):
-    """A limit refused the request (HTTP 429). `limit` names it (`LIMIT_NAMES`), `quota` and
-    `window_seconds` describe it for the RateLimit-* headers (None: not a rate)."""
+    """A limit refused the request (HTTP 429). `limit` names it (web/problems.py's
+    LIMIT_PROBLEMS), `quota` and `window_seconds` describe it for the RateLimit-* headers."""
 
     default_limit = "limit"
 
@@ -62,6 +64,11 @@ class LimitExceeded(RagqError):
         self.limit = limit or self.default_limit
         self.quota = quota
         self.window_seconds = window_seconds
+
+    def reworded(self, message: str) -> Self:
+        """The same refusal (limit, Retry-After, quota) with another message."""
+        return type(self)(message, self.retry_after, limit=self.limit, quota=self.quota,
+                          window_seconds=self.window_seconds)
 
 
 class BudgetExceeded(LimitExceeded):

@@ -163,7 +163,7 @@ def _refused_batch(
                "already queued were cancelled")
     if isinstance(error, BrokerUnavailable):
         return BrokerUnavailable(message)
-    return type(error)(message, error.retry_after)
+    return error.reworded(message)
 
 
 @bp.post("/ws-tickets", responses={201: Ticket})

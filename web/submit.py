@@ -16,7 +16,8 @@
    cache the answer without embedding it again (a failure gives the reservation back);
 6. bind the claim to the new job.
 
-Logs one INFO line per job: "cache hit", "job attached" or "job queued".
+Logs one INFO line per job: "cache hit", "job attached" or "job queued", with the name of the
+caller's key (never the key).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def submit(query: str, top_k: int | None, collection: str = DEFAULT) -> JobRecor
     found.breaker.check(owner=g.owner, owner_limit_eur=tenant.budget_eur)
     claim, record = claim_or_attach(found, fingerprint(query, scope, g.owner))
     if record is not None:
-        log.info("job attached", extra={"job_id": record["id"], "top_k": k})
+        log.info("job attached", extra={"job_id": record["id"], "top_k": k, "key": tenant.name})
         return record
     try:
         reservation = Reservation.make(found.breaker, found.settings, tenant)
@@ -91,7 +92,7 @@ def submit(query: str, top_k: int | None, collection: str = DEFAULT) -> JobRecor
         found.single_flight.release(claim)
         raise
     found.single_flight.bind(claim, record["id"])
-    log.info("job queued", extra={"job_id": record["id"], "top_k": k})
+    log.info("job queued", extra={"job_id": record["id"], "top_k": k, "key": tenant.name})
     return record
 
 
@@ -109,7 +110,7 @@ def answer_from_cache(
         cache={"similarity": similarity, "question": lookup.question, "path": lookup.path},
         key_name=key_name,
     )
-    log.info("cache hit", extra={"job_id": record["id"], "top_k": top_k,
+    log.info("cache hit", extra={"job_id": record["id"], "top_k": top_k, "key": key_name,
                                  "cache_path": lookup.path})
     return record
 

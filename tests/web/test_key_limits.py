@@ -75,3 +75,15 @@ def test_a_keys_budget_refuses_its_misses_on_top_of_the_global_breaker(
     assert "this API key's cost limit of 0.00 EUR" in body["detail"]
     assert refused.headers["RateLimit-Policy"] == "0.0001;w=3600"
     assert post(client, QUIET, "quiet 1").status_code == 202
+
+
+def test_a_batch_refused_by_the_keys_queue_limit_names_it(
+    limited: Callable[..., FlaskClient],
+) -> None:
+    client = limited(key_max_queued=2)
+    queries = ["first question", "second question", "third question"]
+    refused = client.post("/v1/batch", json={"queries": queries}, headers=BUSY)
+    body = problem_of(refused, 429)
+    assert (body["type"], body["limit"]) == ("/problems/key-queue-full", "key-queued")
+    assert "its 2 job(s) already queued were cancelled" in body["detail"]
+    assert refused.headers["RateLimit-Limit"] == "2"
