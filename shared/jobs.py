@@ -5,8 +5,8 @@ queued/running indexes, the lease and the final-status counters, and emits the m
 (`status`, or `done`/`error` carrying the final record) in the same step, so a reader can never
 see a final record without its terminal event or the other way round. The move to a final
 status also settles the job's cost-breaker reservation (its actual cost replaces the estimate).
-A cache hit is recorded as a job that never ran: created succeeded, with its events, in one
-script (`create_answered`).
+A cache hit is recorded as a job that never ran: created succeeded, with its two events inline
+in its record (no stream of its own), in one script (`create_answered`).
 """
 
 from __future__ import annotations
@@ -140,19 +140,17 @@ index_job(KEYS[3], ARGV[3], ARGV[4], ARGV[6], ARGV[7], ARGV[5])
 return {1, ahead}
 """
 
-# KEYS: job, events, owner's jobs, status counts, owner's usage. ARGV: status event, done
-# event, stream maxlen, the hit's retention, now, job id, owner index cutoff, index size kept,
-# the index's retention (a job's), then the record's fields. The events are only appended: the
-# id is new, so no reader can have subscribed yet (readers replay the stream).
-_ANSWERED_SCRIPT = events.EMIT_FUNCTION + _INDEX_FUNCTION + """
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-index_job(KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
-redis.call('HINCRBY', KEYS[4], 'succeeded', 1)
-redis.call('HINCRBY', KEYS[5], 'jobs_succeeded', 1)
-redis.call('HINCRBY', KEYS[5], 'cache_hits', 1)
-append(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[4])
-return append(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
+# KEYS: job, owner's jobs, status counts, owner's usage. ARGV: the hit's retention, now, job
+# id, owner index cutoff, index size kept, the index's retention (a job's), then the record's
+# fields, its events inline among them (no stream: events.INLINE_FIELD).
+_ANSWERED_SCRIPT = _INDEX_FUNCTION + """
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+index_job(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+redis.call('HINCRBY', KEYS[3], 'succeeded', 1)
+redis.call('HINCRBY', KEYS[4], 'jobs_succeeded', 1)
+redis.call('HINCRBY', KEYS[4], 'cache_hits', 1)
+return 1
 """
 
 _FLAG_IF_RUNNING_SCRIPT = """
@@ -359,7 +357,9 @@ class JobStore:
     ) -> JobRecord:
         """A job answered without running (a cache hit) for the key named `key_name`: recorded
         `succeeded` with its events (status, then done) in one round trip, kept
-        JOBS_CACHED_RETENTION_SECONDS. `cache`: similarity, question, path."""
+        JOBS_CACHED_RETENTION_SECONDS. The events live in the record (events.INLINE_FIELD), not
+        in a stream: nobody can have subscribed to a new id, and no event follows them.
+        `cache`: similarity, question, path."""
         job_id = str(uuid.uuid4())
         now = time.time()
         raw = {"id": job_id, "owner": owner, "status": Status.SUCCEEDED.value, "query": query,
@@ -369,15 +369,16 @@ class JobStore:
                CACHE_FIELD: json.dumps(cache), KEY_NAME_FIELD: key_name or UNNAMED}
         record = view(raw)
         status = {"status": Status.SUCCEEDED.value, "attempt": 0, "redelivered": False}
+        raw[events.INLINE_FIELD] = events.inline_events(
+            events.event_body(job_id, events.STATUS, status),
+            events.event_body(job_id, events.DONE, {"job": record}))
         retention = self.jobs.retention_seconds
         args: list[str | int] = [
-            events.event_body(job_id, events.STATUS, status),
-            events.event_body(job_id, events.DONE, {"job": record}), self.jobs.stream_maxlen,
             self.jobs.cached_retention_seconds, repr(now), job_id, repr(now - retention),
             self.jobs.listed_max, retention, *(item for pair in raw.items() for item in pair),
         ]
-        self._answered(keys=[keys.job(job_id), keys.job_events(job_id), keys.owner_jobs(owner),
-                             keys.STATUS_COUNTS, keys.usage(owner)], args=args)
+        self._answered(keys=[keys.job(job_id), keys.owner_jobs(owner), keys.STATUS_COUNTS,
+                             keys.usage(owner)], args=args)
         _count_usage(raw, 0.0)
         return record
 
