@@ -98,6 +98,29 @@ def test_jobs_run_together_each_with_its_own_whole_stream(batching: Batching) ->
         ("question", str(i)) for i in range(BATCH)}
 
 
+def in_flight_reports(batching: Batching, until: Callable[[int], bool]) -> list[int]:
+    """The worker's heartbeat `jobs_in_flight` values, polled until one satisfies `until` (or
+    READ_TIMEOUT passes)."""
+    seen: list[int] = []
+    deadline = time.monotonic() + READ_TIMEOUT
+    while time.monotonic() < deadline and not any(until(n) for n in seen):
+        report = batching.worker.report()
+        assert report is not None and report["max_batch"] == BATCH
+        seen.append(report["jobs_in_flight"])
+        time.sleep(0.1)
+    return seen
+
+
+def test_the_heartbeat_shows_the_jobs_in_flight(batching: Batching) -> None:
+    jobs = [batching.submit(f"q{i}") for i in range(BATCH)]
+    for job in jobs:
+        until_tokens(batching.live(job["id"]), 1)
+    assert BATCH in in_flight_reports(batching, lambda n: n == BATCH)
+    for job in jobs:
+        batching.final(job["id"])
+    assert in_flight_reports(batching, lambda n: n == 0)[-1] == 0
+
+
 def test_a_job_submitted_mid_batch_joins_before_the_others_end(batching: Batching) -> None:
     first = batching.submit()
     live = batching.live(first["id"])
