@@ -9,7 +9,10 @@ so the same command runs unchanged on a CUDA host) load once, each on its own qu
 alternate between them, so both see the same machine. Measured per round: the time from the
 first submit to the last `done`, each job's time to first token (submit to its first token
 event), and the answers. An idle pass asks the same questions one at a time first: the time to
-first token of an idle worker. Writes bench/results/batching.json and .md.
+first token of an idle worker. Then, with the workers stopped, the same model in this process
+decodes eight open questions without sources (long answers, no retrieval, short prompts) one
+after another and together: what batching gives where decoding, not the prompt, is the work.
+Writes bench/results/batching.json and .md.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -36,6 +40,7 @@ from shared.settings import load_settings  # noqa: E402
 from shared.tasks import make_client, send_generate  # noqa: E402
 from tests.support.celery import REPO_ROOT, WorkerProcess, start_worker, worker_env  # noqa: E402
 from tests.support.servers import RedisServer, free_port  # noqa: E402
+from worker.pipeline.generator import Generation, Generator  # noqa: E402
 
 QUESTIONS = [
     "How do I cancel a running job?",
@@ -47,6 +52,18 @@ QUESTIONS = [
     "On which port does the worker serve its Prometheus metrics?",
     "How long does a semantic cache entry live by default, in seconds?",
 ]
+# Open questions without sources: answers that run to the token limit, prompts of ~30 tokens.
+DECODE_QUESTIONS = [
+    "Explain how a Redis stream differs from Redis pub/sub.",
+    "Describe how Celery acknowledges a task when acks_late is on.",
+    "Write a Python function that merges two sorted lists.",
+    "Explain what a KV cache does in a transformer decoder.",
+    "Describe the steps of a TCP handshake.",
+    "Explain left padding and attention masks in batched generation.",
+    "Write a bash loop that retries a command five times.",
+    "Explain what int8 dynamic quantization does to a linear layer.",
+]
+DECODE_TOKENS = 64
 JOB_TIMEOUT = 1800.0
 
 
@@ -109,6 +126,42 @@ class Lane:
         return {"steps": steps, "mean": float(found.get("sum", 0.0)) / steps if steps else 0.0}
 
 
+def decode_only(batch: int) -> dict[str, Any]:
+    """DECODE_QUESTIONS in this process: one after another, then together (`batch` rows)."""
+    settings = load_settings(pipeline={"max_new_tokens": DECODE_TOKENS}).pipeline
+    generator = Generator(settings)
+    chats = [[{"role": "user", "content": question}] for question in DECODE_QUESTIONS]
+    started = time.perf_counter()
+    alone = ["".join(generator.generate(chat, lambda: False)) for chat in chats]
+    alone_s = time.perf_counter() - started
+    generator.start_batching(batch)
+    generations = [generator.generate(chat, lambda: False) for chat in chats]
+    started = time.perf_counter()
+    together = consume_together(generations)
+    together_s = time.perf_counter() - started
+    tokens = sum(generation.generated_tokens for generation in generations)
+    return {"questions": len(chats), "max_new_tokens": DECODE_TOKENS, "tokens": tokens,
+            "alone_s": alone_s, "together_s": together_s,
+            "identical": sum(a == b for a, b in zip(alone, together, strict=True)),
+            "same_first_words": [common_prefix_words(a, b)
+                                 for a, b in zip(alone, together, strict=True)]}
+
+
+def consume_together(generations: list[Generation]) -> list[str]:
+    """Iterate each generation on its own thread, as the worker's job threads do."""
+    texts = [""] * len(generations)
+
+    def consume(i: int) -> None:
+        texts[i] = "".join(generations[i])
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(len(generations))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return texts
+
+
 def build_index(out: Path) -> Path:
     ragq = Path(sys.executable).parent / "ragq"
     subprocess.run([str(ragq), "index", "docs", "README.md", "--out", str(out)],
@@ -164,7 +217,8 @@ def run(rounds: int, batch: int) -> dict[str, Any]:
             server.stop()
     return {"rounds": rounds, "batch": batch, "questions": QUESTIONS, "idle_ttft_s": idle,
             "unbatched": results[1], "batched": results[batch], "batch_sizes": sizes,
-            "answers": compare(results[1][0]["jobs"], results[batch][0]["jobs"])}
+            "answers": compare(results[1][0]["jobs"], results[batch][0]["jobs"]),
+            "decode_only": decode_only(batch)}
 
 
 def markdown(data: dict[str, Any], device: str) -> str:
@@ -215,7 +269,27 @@ def markdown(data: dict[str, Any], device: str) -> str:
     for row in answers:
         lines.append(f"| {row['question']} | {row['words']} | {'yes' if row['identical'] else 'no'}"
                      f" | {row['same_first_words']} |")
-    lines.append("")
+    one_prefill = sum(data["idle_ttft_s"])
+    bound = statistics.median([a["total_s"] for a in one]) / one_prefill
+    decode = data["decode_only"]
+    lines += [
+        "",
+        "Where the time goes: the eight prompts hold "
+        f"{statistics.fmean([j['prompt_tokens'] for j in one[0]['jobs']]):.0f} tokens on average "
+        f"and the answers {statistics.fmean([j['generated_tokens'] for j in one[0]['jobs']]):.0f}"
+        f"; the idle pass's times to first token (each prompt read alone) add up to "
+        f"{one_prefill:.1f} s. Reading a prompt is compute-bound on a CPU, so batching cannot "
+        "shorten it; it only shares the decoding steps. With the prompts' time left as it is, "
+        f"no batching can make a round faster than {bound:.2f}x.",
+        "",
+        f"Decoding alone, same model in one process: {decode['questions']} open questions "
+        f"without sources, {decode['max_new_tokens']} new tokens at most ({decode['tokens']} "
+        f"generated together): one after another {decode['alone_s']:.1f} s, together "
+        f"{decode['together_s']:.1f} s: **{decode['alone_s'] / decode['together_s']:.2f}x**; "
+        f"answers identical {decode['identical']} of {decode['questions']}, same first words "
+        f"{decode['same_first_words']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
