@@ -2,7 +2,7 @@
 
 A job belongs to the key that made it, recorded only as a hash of the key (the key is never
 stored). The accepted keys and their limits are web/tenants.py's KeyRing; every keyed request
-takes a token of its key's rate limit (shared/ratelimit.py) before its body is read.
+takes a token of its key's rate limit (web/ratelimit.py) before its body is read.
 
 Browsers cannot set headers on a WebSocket, so they trade their key for a short-lived,
 single-use ticket (`POST /v1/ws-tickets`) and pass it as `?ticket=`.

@@ -25,10 +25,10 @@ from shared.broker import connect
 from shared.embedding import Embedder
 from shared.events import EventHub
 from shared.jobs import JobStore
-from shared.ratelimit import TokenBucket
 from shared.settings import Settings
 from shared.tasks import make_client
 from shared.workers import list_workers, pipeline_info
+from web.ratelimit import TokenBucket
 from web.semantic_cache import SemanticCache
 from web.singleflight import SingleFlight
 from web.tenants import KeyRing
