@@ -91,7 +91,12 @@ class Page:
     def answer_states(self) -> list[str]:
         return list(self.driver.execute_script("return window.answerStates"))
 
+    def forget_job(self) -> None:
+        """Mark the job on show as old, so wait_finished() waits for the next one."""
+        self.driver.execute_script("delete document.getElementById('job').dataset.streaming")
+
     def ask(self, question: str) -> None:
+        self.forget_job()
         box = self.element("question")
         box.clear()
         box.send_keys(question)
@@ -122,6 +127,7 @@ class Page:
     def open_recent(self, question: str) -> None:
         for item in self.driver.find_elements(By.CSS_SELECTOR, "#recent button"):
             if item.text.split("\n")[0] == question:
+                self.forget_job()
                 item.click()
                 return
         raise AssertionError(f"{question!r} is not among the recent jobs")

@@ -72,13 +72,14 @@ function clearProblem() {
 // ---- the API key ------------------------------------------------------------------------
 
 function askForKey(reason, then) {
+  state.afterKey = then ?? null;
+  ui.keyButton.hidden = false;
+  if (ui.keyDialog.open) return;  // already asking (several requests got their 401)
   ui.keyReason.textContent = apiKey.get()
     ? `The key in use was refused (${reason || "unknown key"}). Enter another one.`
     : "This service needs an API key.";
   ui.keyInput.value = "";
-  state.afterKey = then ?? null;
-  ui.keyButton.hidden = false;
-  if (!ui.keyDialog.open) ui.keyDialog.showModal();
+  ui.keyDialog.showModal();
 }
 
 function keySaved() {
@@ -87,7 +88,7 @@ function keySaved() {
   clearProblem();
   const then = state.afterKey;
   state.afterKey = null;
-  loadRecent();
+  if (then !== loadRecent) loadRecent();
   if (then) then();
 }
 
