@@ -3,6 +3,7 @@ and the metrics carry the key's configured name, never the key."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -71,3 +72,12 @@ def test_each_key_sees_its_own_usage_and_metrics_name_it(
         before["rag_key_tokens_total"] + 30
     assert _sample("rag_key_cost_eur_total", key="alice") == before["rag_key_cost_eur_total"] + 0.25
     assert "/v1/usage" in client.get("/openapi.json").get_json()["paths"]
+
+
+def test_every_configured_key_has_its_usage_series_from_the_start(
+    make_app: Callable[..., Flask],
+) -> None:
+    name = f"fresh-{uuid.uuid4().hex[:8]}"
+    make_app(auth={"enabled": True, "api_keys": [f"{name}:its-key"]})
+    assert REGISTRY.get_sample_value("rag_key_cache_hits_total", {"key": name}) == 0.0
+    assert REGISTRY.get_sample_value("rag_key_jobs_total", {"key": name, "status": "failed"}) == 0.0
