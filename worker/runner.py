@@ -82,7 +82,11 @@ class JobRunner:
         if not in_flight.reserve(self.admission_wait_s):
             raise Reject("no free batch slot; the message goes back to the queue", requeue=True)
         metrics.SLOT_WAIT.observe(time.monotonic() - waited)
-        claim = self._claim(job_id)
+        try:
+            claim = self._claim(job_id)
+        except Exception:  # the broker is down, say: the slot must not stay taken
+            in_flight.release()
+            raise
         if claim.record is None or not claim.run:
             in_flight.release()
             return claim.outcome
