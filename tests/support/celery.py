@@ -133,6 +133,20 @@ def start_worker(env: dict[str, str], tmp_path: Path, name: str, queue: str = "r
     return WorkerProcess(process, node, env["BROKER_URL"], log_path)
 
 
+def start_ingest_worker(env: dict[str, str], tmp_path: Path, name: str = "ingest"
+                        ) -> WorkerProcess:
+    """Start `celery -A worker.ingest_app worker` (the collections' ingest queue) as node
+    `name@ragq-test`; it reports no heartbeat: its jobs simply wait until it has started."""
+    node = f"{name}@{TEST_HOST}"
+    log_path = tmp_path / f"ingest-{name}-{time.monotonic_ns()}.log"
+    command = [sys.executable, "-m", "celery", "-A", "worker.ingest_app", "worker", "-c", "1",
+               "-P", "prefork", "-n", node, "--without-gossip", "--without-mingle",
+               "--without-heartbeat", "-l", "INFO"]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    return WorkerProcess(process, node, env["BROKER_URL"], log_path)
+
 @pytest.fixture
 def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real workers: `worker_factory(env, "w1")`; every one is killed after the test."""

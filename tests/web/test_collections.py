@@ -7,8 +7,6 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shared import keys
-from tests.support.celery import REPO_ROOT, WorkerProcess, worker_env
+from tests.support.celery import WorkerProcess, start_ingest_worker, worker_env
 from tests.support.servers import RedisServer
 from tests.web.conftest import AUTH, KEY, OTHER_KEY, problem_of
 from tests.worker.ingestion.pdfs import pdf_bytes
@@ -31,20 +29,6 @@ FINAL_WAIT_SECONDS = 180.0
 GUIDE = b"# Guide\n\n## Ports\n\nThe broker listens on port 6390 and the cache on 6391."
 
 
-def start_ingest_worker(broker_url: str, tmp_path: Path, collections_dir: str) -> WorkerProcess:
-    """`celery -A worker.ingest_app worker` on the ingest queue; stop() it after the test."""
-    env = worker_env(broker_url, COLLECTIONS_DIR=collections_dir, COLLECTIONS_METRICS_PORT="0")
-    log_path = tmp_path / f"ingest-{time.monotonic_ns()}.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.ingest_app", "worker", "-Q",
-             "ragq.ingest", "-c", "1", "-P", "prefork", "-n", "ingest@ragq-test",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
-            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True)
-    return WorkerProcess(process, "ingest@ragq-test", broker_url, log_path)
-
-
 @pytest.fixture
 def stack(make_app: Callable[..., Flask], broker_redis: RedisServer, tmp_path: Path
           ) -> Iterator[tuple[Flask, WorkerProcess]]:
@@ -54,7 +38,8 @@ def stack(make_app: Callable[..., Flask], broker_redis: RedisServer, tmp_path: P
     app = make_app(broker={"url": broker_redis.url},
                    auth={"enabled": True, "api_keys": [KEY, OTHER_KEY, READER_KEY]},
                    collections={**collections, "reader_keys": [READER_KEY]})
-    worker = start_ingest_worker(broker_redis.url, tmp_path, folder)
+    env = worker_env(broker_redis.url, COLLECTIONS_DIR=folder, COLLECTIONS_METRICS_PORT="0")
+    worker = start_ingest_worker(env, tmp_path)
     yield app, worker
     worker.stop()
 

@@ -13,10 +13,15 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.support.celery import WorkerProcess, worker_env, worker_factory  # noqa: F401
+from tests.support.celery import (  # noqa: F401
+    WorkerProcess,
+    start_ingest_worker,
+    worker_env,
+    worker_factory,
+)
 from tests.support.servers import RedisServer
 from tests.web.conftest import AUTH, KEY, OTHER_KEY, problem_of
-from tests.web.test_collections import events_of, start_ingest_worker, upload, wait_final
+from tests.web.test_collections import events_of, upload, wait_final
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +42,7 @@ def stack(make_app: Callable[..., Flask], broker_redis: RedisServer, tmp_path: P
     env = worker_env(broker_redis.url, COLLECTIONS_DIR=folder, COLLECTIONS_METRICS_PORT="0",
                      **SLOW_TOKENS)
     worker_factory(env, "gen").wait_ready()
-    ingest = start_ingest_worker(broker_redis.url, tmp_path, folder)
+    ingest = start_ingest_worker(env, tmp_path)
     yield app.test_client(), ingest
     ingest.stop()
 
