@@ -139,3 +139,16 @@ def test_batch_prints_json_lines_in_order(stack: Stack, tmp_path: Path) -> None:
     assert "3/3" in done.stderr  # the progress bar's last state
     from_stdin = run(stack, "batch", "-", stdin=questions[0] + "\n")
     assert [json.loads(line)["query"] for line in from_stdin.stdout.splitlines()] == questions[:1]
+
+
+def test_a_job_that_expired_in_the_queue_exits_1(tmp_path: Path) -> None:
+    # the worker expires a job that waited over 1 s; the first job keeps it busy for 3 s
+    with running_stack(tmp_path, keys=[KEY], tokens=30, token_delay=0.1,
+                       worker_overrides={"JOBS_QUEUE_DEADLINE_SECONDS": "1"}) as slow, \
+            Client(slow.url, KEY) as ragq:
+        busy = ragq.submit(question())
+        next(event for event in ragq.stream(busy["id"]) if event["type"] == "token")
+        expired = run(slow, "ask", question())
+    assert expired.returncode == 1, expired.stderr
+    assert "[queued at position 1]" in expired.stderr
+    assert "ragq: job expired: waited" in expired.stderr and "it never ran" in expired.stderr

@@ -31,8 +31,8 @@ class Stack:
 
 @contextlib.contextmanager
 def running_stack(root: Path, *, keys: list[str] | None = None, tokens: int = 20,
-                  token_delay: float = 0.01, web_env: dict[str, str] | None = None
-                  ) -> Iterator[Stack]:
+                  token_delay: float = 0.01, web_env: dict[str, str] | None = None,
+                  worker_overrides: dict[str, str] | None = None) -> Iterator[Stack]:
     """Start the stack (auth on with `keys`, off without); everything is stopped afterwards.
     The worker's fake pipeline answers `tokens` tokens `token_delay` seconds apart."""
     with contextlib.ExitStack() as started:
@@ -48,7 +48,7 @@ def running_stack(root: Path, *, keys: list[str] | None = None, tokens: int = 20
         web.start()
         started.callback(web.stop)
         env = worker_env(broker.url, CACHE_REDIS_URL=cache.url, PIPELINE_FAKE_TOKENS=str(tokens),
-                         PIPELINE_FAKE_TOKEN_DELAY=str(token_delay))
+                         PIPELINE_FAKE_TOKEN_DELAY=str(token_delay), **(worker_overrides or {}))
         worker = start_worker(env, root, "stack")
         started.callback(worker.stop)
         yield Stack(broker, cache, web, worker.wait_ready())
