@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any, NotRequired, get_args, get_origin, get_type_hints
 
 from pydantic import (
     BaseModel,
@@ -90,14 +90,16 @@ class _JobOutBase(BaseModel):
 
 
 def _job_fields() -> dict[str, Any]:
-    """JobOut's fields: shared.jobs.JobRecord's, those it may leave out defaulting to None."""
+    """JobOut's fields: shared.jobs.JobRecord's, those it may leave out (NotRequired) optional.
+    Read from the hints themselves: under `from __future__ import annotations`, Python 3.11's
+    TypedDict cannot see NotRequired and lists every key in __required_keys__."""
     fields: dict[str, Any] = {}
-    for name, hint in get_type_hints(JobRecord).items():
+    for name, hint in get_type_hints(JobRecord, include_extras=True).items():
         description = _DESCRIPTIONS.get(name)
-        if name in JobRecord.__required_keys__:
-            fields[name] = (hint, Field(description=description))
+        if get_origin(hint) is NotRequired:
+            fields[name] = (get_args(hint)[0] | None, Field(None, description=description))
         else:
-            fields[name] = (hint | None, Field(None, description=description))
+            fields[name] = (hint, Field(description=description))
     return fields
 
 
@@ -175,8 +177,6 @@ class DevicesOut(BaseModel):
     workers: list[dict[str, Any]] = Field(description="One device report per live worker.")
 
 
-class StatsOut(BaseModel):
-    queue_depth: int
 class UsageOut(BaseModel):
     key: str = Field(description="The key's configured name (AUTH_API_KEYS / AUTH_KEYS_FILE).")
     jobs: dict[str, int] = Field(description="The key's jobs queued and running now, and by "
@@ -190,6 +190,8 @@ class UsageOut(BaseModel):
                                    "rate_per_second, burst.")
 
 
+class StatsOut(BaseModel):
+    queue_depth: int
     workers: list[dict[str, Any]] | int = Field(
         description="The live workers' reports, or their number when health detail is off."
     )
