@@ -167,7 +167,9 @@ def test_a_slow_body_is_408(web: Web) -> None:
     (b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n", 431),
     (b"NOT HTTP AT ALL\r\n\r\n", 400),
-])
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-ID: " + b"r" * 10_000 + b"\r\n\r\n", 431),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-ID: a\rX-Injected: 1\r\n\r\n", 400),
+], ids=["long-request-line", "long-header", "not-http", "long-request-id", "cr-in-request-id"])
 def test_what_gunicorn_refuses_itself_is_a_problem_too(web: Web, request_bytes: bytes,
                                                        status: int) -> None:
     with socket.create_connection(("127.0.0.1", web.server.port), timeout=30) as sock:
