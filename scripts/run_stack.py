@@ -151,8 +151,10 @@ def stack_env(settings: Settings) -> dict[str, str]:
 
     attempt(check_free, settings.api.host, settings.api.port, "API_PORT")
     attempt(check_free, "0.0.0.0", settings.flower.port, "FLOWER_PORT")
-    if settings.worker.metrics_port:
-        attempt(check_free, "0.0.0.0", settings.worker.metrics_port, "WORKER_METRICS_PORT")
+    for metrics_port, name in ((settings.worker.metrics_port, "WORKER_METRICS_PORT"),
+                               (settings.collections.metrics_port, "COLLECTIONS_METRICS_PORT")):
+        if metrics_port:  # 0: none
+            attempt(check_free, "0.0.0.0", metrics_port, name)
     for role, url, name in (("broker", settings.broker.url, "BROKER_URL"),
                             ("cache", settings.cache.redis_url, "CACHE_REDIS_URL")):
         port = attempt(check_redis, url, role, name)

@@ -35,6 +35,7 @@ def stack_env(workdir: Path, **overrides: str) -> dict[str, str]:
         "PIPELINE_BACKEND": "fake",
         "PIPELINE_FAKE_TOKEN_DELAY": "0.01",
         "WORKER_METRICS_PORT": "0",
+        "COLLECTIONS_METRICS_PORT": "0",
         "WORKER_HEARTBEAT_SECONDS": "0.5",
         "API_WORKERS": "1",
         "RAGQ_RUN_DIR": str(workdir / "run"),
