@@ -5,7 +5,8 @@ The service numbers a job's events with a gap-free `seq` and replays every event
 (a cut TCP connection, a restarted web process, the broker briefly away: close 1013) and yield
 each event exactly once, in order. Close 4410 means the events the reader needs next were
 trimmed from the job's stream: they can never be relayed, so the job itself is fetched and its
-outcome yielded as one terminal event marked `"trimmed": true` (its `seq` is None).
+outcome yielded as one terminal event marked `"trimmed": true` (its `seq` is None). A handshake
+refused with 503 or 429 (too many sockets on one job) is retried after its Retry-After.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from client.errors import (
     JobNotFound,
+    RateLimited,
     ServiceUnavailable,
     StreamInterrupted,
     WaitTimeout,
@@ -102,7 +104,7 @@ def follow(
                 return
         except InvalidStatus as refused:
             error = _refusal(refused)
-            if not isinstance(error, ServiceUnavailable):
+            if not isinstance(error, ServiceUnavailable | RateLimited):  # those pass: retry
                 raise error from refused
             retry_after = error.retry_after
         except (InvalidHandshake, OSError):

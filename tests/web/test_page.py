@@ -21,6 +21,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from client import Client
+from shared import keys
 from tests.support.proxy import CuttingProxy
 from tests.support.stack import Stack, running_stack
 from tests.web.browser import NO_CHROMIUM, Page, chromium, have_chromium
@@ -165,6 +166,21 @@ def test_a_reload_lists_the_job_and_replays_it(page: Page, asked: dict[str, str]
     page.driver.refresh()  # the job is in the address: a reload opens it again
     page.wait_finished()
     assert page.tokens() == ANSWER
+
+
+@browser
+@pytest.mark.integration
+def test_a_job_whose_events_were_trimmed_shows_its_record(page: Page, stack: Stack,
+                                                          ragq: Client) -> None:
+    asking = question()
+    job = ragq.wait(ragq.submit(asking)["id"])
+    stack.broker.client().xtrim(keys.job_events(job["id"]), maxlen=3)  # as MAXLEN ~ would
+    page.open()
+    page.wait_for(lambda: asking in page.recent_questions())
+    page.open_recent(asking)  # the stream closes 4410: the page reads the record
+    page.wait_finished()
+    assert page.tokens() == ANSWER and page.text("job-status").startswith("Answered in")
+    assert len(page.driver.find_elements(By.CSS_SELECTOR, "#sources > li")) == 3
 
 
 @browser

@@ -6,6 +6,7 @@ import { JobStream } from "./stream.js";
 const FINAL = new Set(["succeeded", "failed", "cancelled", "expired"]);
 const RECENT_PAGE = 10;
 const QUEUE_POLL_MS = 1000;
+const FINAL_POLL_MS = 1000;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -171,12 +172,17 @@ async function onEnded(jobId, reason) {
     showProblem(new Error("This job is no longer kept by the service."));
     return;
   }
-  // "closed": nothing was left to replay; "trimmed": the events cannot be replayed in order.
+  // "closed": nothing was left to replay; "trimmed": the events cannot be replayed in order,
+  // so the record tells the outcome, once the job has one.
   try {
-    const job = await api.get(jobId);
-    if (state.job?.id !== jobId) return;
-    if (FINAL.has(job.status)) finish(job);
-    else openJob(job);  // still running after a trimmed stream: follow what comes next
+    let job = await api.get(jobId);
+    while (!FINAL.has(job.status) && state.job?.id === jobId) {
+      ui.status.textContent = "Answering… (its live events are no longer kept: the answer " +
+        "appears when it is done)";
+      await new Promise((resolve) => setTimeout(resolve, FINAL_POLL_MS));
+      job = await api.get(jobId);
+    }
+    if (state.job?.id === jobId) finish(job);
   } catch (error) {
     showProblem(error, () => reopen(jobId));
   }
