@@ -66,9 +66,11 @@ def call_service(url: str, api_key: str | None, action: Callable[[Client], int])
         return EXIT_INTERRUPTED
 
 
-def ask(ragq: Client, question: str, top_k: int | None, as_json: bool) -> int:
-    """Submit QUESTION, print its answer as it streams (or the finished job with --json)."""
-    job = ragq.submit(question, top_k)
+def ask(ragq: Client, question: str, top_k: int | None, as_json: bool,
+        collection: str | None = None) -> int:
+    """Submit QUESTION (about `collection`), print its answer as it streams (or the finished
+    job with --json)."""
+    job = ragq.submit(question, top_k, collection=collection)
     return follow(ragq, job, as_json=as_json, cancel_on_interrupt=True)
 
 

@@ -55,12 +55,14 @@ class Client:
         """Close the pooled HTTP connections."""
         self._http.close()
 
-    def submit(self, query: str, top_k: int | None = None, *, wait: float | None = None) -> Job:
-        """Submit a question; the job as the service returned it (queued, or already finished
-        when answered from the cache or within `wait` seconds: `Prefer: wait=N`)."""
+    def submit(self, query: str, top_k: int | None = None, *, wait: float | None = None,
+               collection: str | None = None) -> Job:
+        """Submit a question (about `collection`, `default` when None); the job as the service
+        returned it (queued, or already finished when answered from the cache or within `wait`
+        seconds: `Prefer: wait=N`)."""
         headers = {"Prefer": f"wait={wait:g}"} if wait else {}
-        return dict(self._call("POST", "/v1/jobs", json=_body(query=query, top_k=top_k),
-                               headers=headers))
+        body = _body(query=query, top_k=top_k, collection=collection)
+        return dict(self._call("POST", "/v1/jobs", json=body, headers=headers))
 
     def get(self, job_id: str) -> Job:
         """The job as it is now."""
@@ -99,9 +101,48 @@ class Client:
                       after=after, reconnect=self.reconnect, deadline=deadline,
                       open_timeout=self._timeout)
 
-    def _ws_url(self, job_id: str) -> str:
+    # --- collections (docs/collections.md) -------------------------------------------------
+    def collections(self) -> list[dict[str, Any]]:
+        """The collections the caller may read, `default` first."""
+        return list(self._call("GET", "/v1/collections")["collections"])
+
+    def collection(self, name: str) -> dict[str, Any]:
+        """The collection: index_version, counts, built_at, its document_list."""
+        return dict(self._call("GET", f"/v1/collections/{name}"))
+
+    def upload(self, name: str, files: list[tuple[str, bytes]]) -> Job:
+        """Add or replace documents (file name, bytes): the queued ingest job."""
+        parts = [("files", (filename, content)) for filename, content in files]
+        return dict(self._call("POST", f"/v1/collections/{name}/documents", files=parts))
+
+    def add_text(self, name: str, title: str, text: str) -> Job:
+        """Add or replace one document given as text: the queued ingest job."""
+        return dict(self._call("POST", f"/v1/collections/{name}/documents",
+                               json={"title": title, "text": text}))
+
+    def delete_document(self, name: str, document_id: str) -> Job:
+        """The ingest job that builds a version of the collection without the document."""
+        return dict(self._call("DELETE", f"/v1/collections/{name}/documents/{document_id}"))
+
+    def delete_collection(self, name: str) -> Job:
+        """Delete the collection (gone at once); the ingest job that removes its files."""
+        return dict(self._call("DELETE", f"/v1/collections/{name}"))
+
+    def ingest_job(self, job_id: str) -> Job:
+        """An ingest job as it is now."""
+        return dict(self._call("GET", f"/v1/ingest-jobs/{job_id}"))
+
+    def ingest_stream(self, job_id: str, *, timeout: float | None = None) -> Iterator[Event]:
+        """An ingest job's events (`status`, `progress`, then `done` or `error`), resumed on
+        drops as `stream()` is."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return follow(self._ws_url(job_id, "ingest-jobs"), self._headers,
+                      lambda: self.ingest_job(job_id), reconnect=self.reconnect,
+                      deadline=deadline, open_timeout=self._timeout)
+
+    def _ws_url(self, job_id: str, kind: str = "jobs") -> str:
         scheme, rest = self.url.split("://", 1)
-        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/v1/jobs/{job_id}/stream"
+        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/v1/{kind}/{job_id}/stream"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

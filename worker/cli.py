@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from client import cli as service
+from client import collections_cli
 from shared.errors import RagqError
 from shared.settings import PipelineSettings, load_settings, settings_table
 
@@ -54,12 +55,20 @@ def main() -> None:
     default=None,
     help="Index folder [PIPELINE_INDEX_DIR].",
 )
-def index_command(sources: tuple[Path, ...], out: Path | None) -> None:
+@click.option("--collection", default=None,
+              help="Add SOURCES' .md/.txt/.pdf/.html files to this collection's next version "
+                   "instead (COLLECTIONS_DIR; needs the broker, docs/collections.md).")
+def index_command(sources: tuple[Path, ...], out: Path | None, collection: str | None) -> None:
     """Chunk, embed and index SOURCES (folders of .md/.txt, SQuAD .json files)."""
     from shared.embedding import Embedder
     from worker.pipeline.generator import resolve_device
     from worker.pipeline.index import build_index
 
+    if collection is not None:
+        if out is not None:
+            raise click.UsageError("--out names an index folder; a collection has its own")
+        _index_collection(list(sources), collection)
+        return
     settings = _pipeline_settings()
     _quiet_model_loading()
     target = out or settings.index_dir
@@ -69,6 +78,30 @@ def index_command(sources: tuple[Path, ...], out: Path | None) -> None:
         f"indexed {manifest['chunk_count']} chunks from {manifest['document_count']} documents "
         f"into {target} (index_version {manifest['index_version']})"
     )
+
+
+def _index_collection(sources: list[Path], name: str) -> None:
+    from shared.collections import valid_name
+    from worker.ingestion.offline import index_collection
+    from worker.pipeline.generator import resolve_device
+
+    if not valid_name(name):
+        raise click.UsageError(f"{name!r} is no collection name: a-z, 0-9, - and _, up to 63")
+    settings = load_settings()
+    _quiet_model_loading()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        click.echo(f"\r{stage} {done}/{total}", nl=False, err=True)
+
+    result = index_collection(sources, name, settings, resolve_device(settings.pipeline.device),
+                              progress)
+    click.echo("", err=True)
+    for document in result["documents"]:
+        problem = document.get("problem", {}).get("detail", "")
+        click.echo(f"{document['status']:<10} {document['name']}"
+                   + (f": {problem}" if problem else ""))
+    click.echo(f"collection {name}: index_version {result['index_version']} "
+               f"({result['chunks_embedded']} chunks embedded)")
 
 
 @main.command("ask")
@@ -82,18 +115,23 @@ def index_command(sources: tuple[Path, ...], out: Path | None) -> None:
     help="Passages given to the generator [PIPELINE_TOP_K].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the finished job as JSON.")
+@click.option("--collection", default=None,
+              help="Ask about this collection (docs/collections.md) instead of `default`.")
 @service.service_options
-def ask_command(question: str, local: bool, top_k: int | None, as_json: bool, url: str,
-                api_key: str | None) -> None:
+def ask_command(question: str, local: bool, top_k: int | None, as_json: bool,
+                collection: str | None, url: str, api_key: str | None) -> None:
     """Answer QUESTION, printing tokens as they arrive, then the numbered sources.
 
     It asks the service at --url (see `ragq jobs --help` for the exit codes); Ctrl-C cancels
     the job. With --local the pipeline runs in this process instead."""
     if not local:
         sys.exit(service.call_service(
-            url, api_key, lambda ragq: service.ask(ragq, question, top_k, as_json)))
+            url, api_key, lambda ragq: service.ask(ragq, question, top_k, as_json, collection)))
     if as_json:
         raise click.UsageError("--json prints a job of the service; --local makes none")
+    if collection:
+        raise click.UsageError("--collection asks the service; --local answers from "
+                               "PIPELINE_INDEX_DIR")
     _ask_locally(question, top_k)
 
 
@@ -179,5 +217,5 @@ def settings_command() -> None:
     click.echo(settings_table())
 
 
-for _command in service.COMMANDS:
+for _command in [*service.COMMANDS, *collections_cli.COMMANDS]:
     main.add_command(_command)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from worker.pipeline.index import MANIFEST
 log = logging.getLogger(__name__)
 
 ADDED, REPLACED, UNCHANGED, REMOVED, FAILED = "added", "replaced", "unchanged", "removed", "failed"
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 class NothingIndexed(RagqError):
@@ -68,21 +70,33 @@ class IngestRunner:
         return Status.SUCCEEDED
 
     def _run(self, record: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[str, Any]:
-        name = record["collection"]
+        job_id = record["id"]
+        action = Action(record["action"])
+        uploads = self.jobs.uploads(job_id) if action == Action.ADD else []
+
+        def progress(stage: str, done: int, total: int) -> None:
+            self.jobs.progress(job_id, stage, done, total)
+
+        return self.apply(record["collection"], action, uploads, record["documents"], outcomes,
+                          progress)
+
+    def apply(self, name: str, action: Action, uploads: list[Upload], ids: list[str],
+              outcomes: list[dict[str, Any]], progress: Progress) -> dict[str, Any]:
+        """Change collection `name` (add `uploads`, remove documents `ids`, or drop it) and
+        publish its next version; the result an ingest job records. `outcomes` fills as it goes."""
         folder = CollectionFolder(self.settings.collections.dir, name)
         with folder.locked():
-            if record["action"] == Action.DROP:
+            if action == Action.DROP:
                 folder.remove()
                 return {"collection": name, "index_version": None, "documents": []}
             previous = folder.current()
             documents = load_documents(previous)
-            if record["action"] == Action.ADD:
-                fresh = self._parse(record["id"], self.jobs.uploads(record["id"]), documents,
-                                    outcomes)
+            if action == Action.ADD:
+                fresh = self._parse(uploads, documents, outcomes, progress)
                 gone: set[str] = set()
             else:
-                fresh, gone = [], self._removals(record["documents"], documents, outcomes)
-            built = self._build(record["id"], folder, previous, documents, fresh, gone)
+                fresh, gone = [], self._removals(ids, documents, outcomes)
+            built = self._build(folder, previous, documents, fresh, gone, progress)
             if built is not None:
                 folder.publish(built.folder, built.manifest["index_version"],
                                self.settings.collections.versions_kept)
@@ -93,8 +107,8 @@ class IngestRunner:
                 "changed": built is not None, "chunks_embedded": built.chunks_embedded
                 if built else 0, "documents": outcomes}
 
-    def _parse(self, job_id: str, uploads: list[Upload], documents: dict[str, StoredDocument],
-               outcomes: list[dict[str, Any]]) -> list[StoredDocument]:
+    def _parse(self, uploads: list[Upload], documents: dict[str, StoredDocument],
+               outcomes: list[dict[str, Any]], progress: Progress) -> list[StoredDocument]:
         """The uploads that are new or changed, parsed; an outcome per upload."""
         fresh: list[StoredDocument] = []
         for done, upload in enumerate(uploads, start=1):
@@ -114,7 +128,7 @@ class IngestRunner:
                     outcome |= {"status": FAILED, "problem": _problem(error)}
             metrics.INGEST_DOCUMENTS.labels(outcome=outcome["status"]).inc()
             outcomes.append(outcome)
-            self.jobs.progress(job_id, "parsed", done, len(uploads))
+            progress("parsed", done, len(uploads))
         if uploads and all(o["status"] == FAILED for o in outcomes):
             raise NothingIndexed(f"none of the {len(uploads)} document(s) could be indexed; "
                                  "see result.documents")
@@ -137,9 +151,9 @@ class IngestRunner:
                                  "delete the collection instead")
         return gone
 
-    def _build(self, job_id: str, folder: CollectionFolder, previous: Path | None,
+    def _build(self, folder: CollectionFolder, previous: Path | None,
                documents: dict[str, StoredDocument], fresh: list[StoredDocument],
-               gone: set[str]) -> Built | None:
+               gone: set[str], progress: Progress) -> Built | None:
         """The next version in a staging folder, or None when nothing changed."""
         if not fresh and not gone:
             return None
@@ -148,7 +162,7 @@ class IngestRunner:
         staging = folder.staging()
 
         def report(done: int, total: int) -> None:
-            self.jobs.progress(job_id, "embedded", done, total)
+            progress("embedded", done, total)
 
         return self.builder.build(previous, kept, fresh, staging, report)
 
