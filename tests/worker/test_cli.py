@@ -1,6 +1,8 @@
 """The `ragq` command: errors as one line, settings table, index/ask/eval end to end."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,13 @@ def test_eval_prints_one_json_object(tmp_path: Path) -> None:
     assert reranked.exit_code == 0, reranked.output
     stage = json.loads(reranked.stdout)["hybrid_rerank"]
     assert set(stage) == {"recall@1", "recall@5", "mrr@10"} and stage["recall@5"] == 1.0
+
+
+def test_the_service_commands_start_without_the_pipeline() -> None:
+    heavy = ("torch", "transformers", "sentence_transformers", "faiss", "worker.pipeline")
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, worker.cli; "
+         f"print([name for name in {heavy!r} if name in sys.modules])"],
+        capture_output=True, text=True, check=True,
+    )
+    assert loaded.stdout.strip() == "[]"
