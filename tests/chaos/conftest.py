@@ -15,6 +15,7 @@ import requests
 
 from shared.events import replay
 from tests.support.make_run import WAIT, MakeRun
+from tests.support.servers import RedisServer
 
 FINAL = frozenset({"succeeded", "failed", "cancelled", "expired"})
 
@@ -32,6 +33,29 @@ def make_run() -> Iterator[Callable[..., MakeRun]]:
     yield start
     for stack in started:
         stack.kill_all()
+
+
+def redis_apart(workdir: Path) -> dict[str, RedisServer]:
+    """A broker (AOF on) and a cache redis-server that no `make run` owns, as managed ones."""
+    return {
+        "broker": RedisServer(workdir / "broker", "--appendonly", "yes",
+                              "--maxmemory-policy", "noeviction").start(),
+        "cache": RedisServer(workdir / "cache", "--maxmemory", "64mb",
+                             "--maxmemory-policy", "allkeys-lru").start(),
+    }
+
+
+def apart_env(servers: dict[str, RedisServer]) -> dict[str, str]:
+    return {"BROKER_URL": servers["broker"].url, "CACHE_REDIS_URL": servers["cache"].url}
+
+
+@pytest.fixture
+def redis_servers(tmp_path: Path) -> Iterator[dict[str, RedisServer]]:
+    """redis_apart() for one test; both killed after it."""
+    servers = redis_apart(tmp_path / "redis")
+    yield servers
+    for server in servers.values():
+        server.stop()
 
 
 def submit(stack: MakeRun, label: str) -> str:

@@ -23,7 +23,7 @@ import psutil
 import pytest
 import requests
 
-from tests.chaos.conftest import events, job, submit, wait_status
+from tests.chaos.conftest import apart_env, events, job, redis_apart, submit, wait_status
 from tests.chaos.test_make_run import redis_process
 from tests.support.make_run import WAIT, MakeRun, stack_env
 from tests.support.servers import RedisServer
@@ -86,13 +86,8 @@ def chaos(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     servers: dict[str, RedisServer] = {}
     env = dict(JOB_ENV)
     if mode == "apart":
-        servers = {
-            "broker": RedisServer(workdir / "broker", "--appendonly", "yes",
-                                  "--maxmemory-policy", "noeviction").start(),
-            "cache": RedisServer(workdir / "cache", "--maxmemory", "64mb",
-                                 "--maxmemory-policy", "allkeys-lru").start(),
-        }
-        env |= {"BROKER_URL": servers["broker"].url, "CACHE_REDIS_URL": servers["cache"].url}
+        servers = redis_apart(workdir)
+        env |= apart_env(servers)
     stack = MakeRun(workdir, stack_env(workdir, **env))
     try:
         yield Chaos(stack.wait_ready(), mode, servers)
