@@ -28,6 +28,7 @@ from shared.jobs import JobStore
 from shared.settings import Settings
 from shared.tasks import make_client
 from shared.workers import list_workers, pipeline_info
+from web.offload import LoopFriendlyEmbedder
 from web.ratelimit import TokenBucket
 from web.semantic_cache import SemanticCache
 from web.singleflight import SingleFlight
@@ -45,7 +46,7 @@ def shared_embedder(model: str, threads: int) -> Embedder:
     import torch
 
     torch.set_num_threads(threads)
-    return Embedder(model, device="cpu")
+    return LoopFriendlyEmbedder(model, device="cpu")
 
 
 class Resources:

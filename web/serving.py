@@ -13,8 +13,8 @@ The gevent worker patches the standard library (sockets, threads, queues, `selec
 worker process starts, before it imports the app, so redis-py, kombu and the event hub's
 thread become cooperative unchanged. Reading a request's line and headers runs under a
 deadline of gunicorn's `keepalive` (API_HEADER_TIMEOUT_SECONDS): gevent's worker wraps each
-parse in `gevent.Timeout(keepalive)`. The price: CPU-bound work (the semantic cache's query
-embedding, tens of milliseconds) holds the process's other greenlets meanwhile.
+parse in `gevent.Timeout(keepalive)`. CPU-bound work would hold every greenlet of the
+process: the semantic cache's query embedding runs in gevent's native threads (web/offload.py).
 """
 
 from __future__ import annotations
