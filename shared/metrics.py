@@ -119,3 +119,18 @@ SLOT_WAIT = Histogram(
 JOBS_IN_FLIGHT = Gauge(
     "rag_worker_jobs_in_flight", "Jobs a worker process runs now", multiprocess_mode="livesum"
 )
+
+# --- collections (the ingest worker) ----------------------------------------------------
+INGEST_DOCUMENTS = Counter(
+    "rag_ingest_documents_total",
+    "Uploaded documents by outcome (added, replaced, unchanged, removed, failed)",
+    ["outcome"],
+)
+INGEST_SECONDS = Histogram(
+    "rag_ingest_seconds", "Ingest job run time, claim to publish",
+    buckets=FAST_BUCKETS + (30.0, 60.0, 120.0, 300.0),
+)
+COLLECTION_CHUNKS = Gauge(
+    "rag_collection_chunks", "Chunks in a collection's current version", ["collection"],
+    multiprocess_mode="mostrecent",
+)

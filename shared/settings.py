@@ -407,13 +407,6 @@ class WorkerSettings(BaseSettings):
         description="Jobs one worker process decodes together (continuous batching, "
         "docs/jobs.md); 1 runs one job at a time.",
     )
-    max_batch: int = Field(
-        1,
-        ge=1,
-        le=64,
-        description="Jobs one worker process decodes together (continuous batching, "
-        "docs/jobs.md); 1 runs one job at a time.",
-    )
 
 
 class LogSettings(BaseSettings):
@@ -453,6 +446,9 @@ class CollectionSettings(BaseSettings):
     reader_keys: CommaList = Field(
         default_factory=list,
         description="API keys that may read (query, list) every collection, not only their own.",
+    )
+    metrics_port: int = Field(
+        9102, ge=0, le=65535, description="The ingest worker's /metrics port; 0 turns it off."
     )
 
 
