@@ -13,9 +13,9 @@ import click
 from client import cli as service
 from client import collections_cli
 from shared.errors import RagqError
-from shared.settings import PipelineSettings, load_settings, settings_table
 
-if TYPE_CHECKING:  # the service commands start without loading the pipeline's modules
+if TYPE_CHECKING:  # the service commands start without the settings or the pipeline's modules
+    from shared.settings import PipelineSettings
     from worker.pipeline.types import Answer
 
 
@@ -38,6 +38,8 @@ def _quiet_model_loading() -> None:
 
 
 def _pipeline_settings(**overrides: Any) -> PipelineSettings:
+    from shared.settings import load_settings
+
     settings = load_settings().pipeline
     return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
@@ -82,6 +84,7 @@ def index_command(sources: tuple[Path, ...], out: Path | None, collection: str |
 
 def _index_collection(sources: list[Path], name: str) -> None:
     from shared.collections import valid_name
+    from shared.settings import load_settings
     from worker.ingestion.offline import index_collection
     from worker.pipeline.generator import resolve_device
 
@@ -214,6 +217,8 @@ def _squad_eval(squad: Path, settings: PipelineSettings, answers: int) -> dict[s
 @main.command("settings")
 def settings_command() -> None:
     """Print every setting, its default and meaning (markdown)."""
+    from shared.settings import settings_table
+
     click.echo(settings_table())
 
 
