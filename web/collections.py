@@ -213,8 +213,8 @@ def _authorize_stream() -> None:
     g.after = stream.parse_after(request.args.get("after"))
 
 
-# The question stream's view, relaying this ingest job's events: the same protocol and codes.
-ws_bp.add_url_rule("/v1/ingest-jobs/<job_id>/stream", "stream", stream.stream, websocket=True)
+# The question stream's handler relays this ingest job's events: the same protocol and codes.
+stream.sock.route("/v1/ingest-jobs/<job_id>/stream", bp=ws_bp)(stream.stream)
 
 
 def _collection_not_found(error: CollectionNotFound) -> Response:

@@ -94,7 +94,6 @@ def _authorize() -> Response | None:
     return None
 
 
-@sock.route("/v1/jobs/<job_id>/stream", bp=bp)
 def stream(ws: Server, job_id: str) -> None:
     """Relay the job's events until done/error or until the client leaves."""
     _open[job_id] += 1
@@ -125,6 +124,11 @@ def stream(ws: Server, job_id: str) -> None:
         _open[job_id] -= 1
         if not _open[job_id]:
             del _open[job_id]
+
+
+# Not a decorator: flask-sock's returns None, and an ingest job's stream (web/collections.py)
+# relays its events with this same function.
+sock.route("/v1/jobs/<job_id>/stream", bp=bp)(stream)
 
 
 def _close(ws: Server, code: int, reason: str) -> None:
