@@ -200,3 +200,20 @@ def test_sigkill_redelivers_every_job_in_flight_and_each_finishes_once(
         assert record["result"]["answer"].split() == [f"tok{i}" for i in range(TOKENS)]
     counts = batching.store.status_counts()
     assert counts["succeeded"] == BATCH and counts["running"] == 0 and counts["queued"] == 0
+
+
+def test_a_warm_shutdown_lets_the_jobs_in_flight_finish(
+    batching: Batching, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    batching.worker.stop()
+    long_jobs = {**batching.env, "PIPELINE_FAKE_TOKENS": str(4 * TOKENS)}  # 6 s each
+    worker = worker_factory(long_jobs, "long").wait_ready()
+    # Fewer jobs than slots: no task is left waiting for room, so Celery itself waits for none.
+    jobs = [batching.submit(f"q{i}") for i in range(BATCH - 1)]
+    lives = [batching.live(job["id"]) for job in jobs]
+    heads = [until_tokens(live, 3) for live in lives]
+    worker.stop()  # SIGTERM: Celery's warm shutdown
+    for head, live in zip(heads, lives, strict=True):
+        events = head + list(live)
+        assert_whole_stream(events, 4 * TOKENS)
+        assert events[-1]["job"]["status"] == "succeeded" and events[-1]["job"]["attempt"] == 1
