@@ -28,7 +28,9 @@ from tests.chaos.test_make_run import redis_process
 from tests.support.make_run import WAIT, MakeRun, stack_env
 from tests.support.servers import RedisServer
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+# A stack's start (in the first test of each mode) and its faults fit in pytest-timeout's 300 s
+# on a quiet machine, not always on 2 shared cores under `make test`.
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(900)]
 
 MAX_ATTEMPTS = 3
 CALL_TIMEOUT = 30.0  # far above any answer the web gives; only a hung call reaches it

@@ -19,7 +19,9 @@ from tests.chaos.conftest import apart_env, events, job, ran_once, submit, wait_
 from tests.support.make_run import READY_LINE, WAIT, MakeRun, stack_env
 from tests.support.servers import RedisServer
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+# Two stack starts and a warm shutdown fit in pytest-timeout's 300 s on a quiet machine, not on
+# 2 shared cores under `make test`.
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(900)]
 
 
 def redis_port(url: str) -> str:
