@@ -2,7 +2,8 @@
 ("supervised") and by someone else ("apart", as a deployment with managed Redis would):
 
 - the broker Redis SIGKILLed while three jobs are queued or running: every API call answers a
-  503 problem meanwhile (no hang, no 500); back from its AOF, all three finish exactly once;
+  503 problem meanwhile (no hang, no 500), a watcher's WebSocket closes 1013 and a new one is
+  refused 503; back from its AOF, all three finish exactly once;
 - the cache Redis SIGKILLed: answers go on as counted misses; back (empty), caching resumes
   with the same web processes;
 - the worker's pool child SIGKILLed on one job again and again: it fails after
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import psutil
 import pytest
 import requests
+import websocket
 
 from tests.chaos.conftest import apart_env, events, job, redis_apart, submit, wait_status
 from tests.chaos.test_make_run import redis_process
@@ -133,6 +135,19 @@ def assert_503_problem(response: requests.Response, slug: str) -> None:
     assert response.json()["type"] == f"/problems/{slug}"
 
 
+def stream_url(stack: MakeRun, job_id: str) -> str:
+    return f"{stack.url.replace('http', 'ws', 1)}/v1/jobs/{job_id}/stream"
+
+
+def close_code(socket: websocket.WebSocket) -> int:
+    """Read past the events until the server's close frame; its code."""
+    while True:
+        opcode, data = socket.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            socket.close()
+            return int.from_bytes(data[:2], "big")
+
+
 def finished_once(stack: MakeRun, job_id: str) -> None:
     """Succeeded, with one `done` event and gap-free seq, however many deliveries it took."""
     assert wait_status(stack, job_id, {"succeeded", "failed"})["status"] == "succeeded"
@@ -145,7 +160,12 @@ def test_broker_killed_with_three_jobs_queued_or_running(chaos: Chaos) -> None:
     stack = chaos.stack
     jobs = [submit(stack, f"broker outage job {i}") for i in range(3)]
     running(stack, jobs[0], 1)
+    watcher = websocket.create_connection(stream_url(stack, jobs[0]), timeout=CALL_TIMEOUT)
     with chaos.outage("broker"):
+        assert close_code(watcher) == 1013  # try again later, with ?after=<last seq>
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(stream_url(stack, jobs[1]), timeout=CALL_TIMEOUT)
+        assert refused.value.status_code == 503
         down = "broker-unavailable"
         calls = [
             ("GET", f"/v1/jobs/{jobs[0]}", None, down), ("GET", f"/v1/jobs/{jobs[2]}", None, down),
