@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3.types import ResponseDict
 from pydantic import BaseModel, Field, ValidationError
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
@@ -26,6 +27,7 @@ from web.auth import PROBLEMS, SECURITY, authenticate, owner_of, websocket_owner
 from web.problems import problem
 from web.request_ids import current_request_id
 from web.resources import resources, settings
+from web.schemas import ProblemOut
 
 SUFFIXES = (".md", ".txt", ".pdf", ".html", ".htm")
 MEDIA_TYPES = {".md": "text/markdown", ".txt": "text/plain", ".pdf": "application/pdf",
@@ -46,6 +48,61 @@ class DocumentPath(CollectionPath):
 
 class IngestJobPath(BaseModel):
     job_id: str
+
+
+class CollectionOut(BaseModel):
+    name: str
+    index_version: str | None = Field(description="The version served now; null before one.")
+    documents: int | None = Field(description="Documents (null for `default`).")
+    chunks: int | None
+    built_at: str | None
+    published_at: float | None
+    created_at: float | None
+
+
+class DocumentOut(BaseModel):
+    id: str = Field(description="Derived from the name: the same name replaces the document.")
+    name: str
+    sha256: str
+    bytes: int
+    media_type: str
+    chunks: int
+    added_at: float
+
+
+class CollectionDetailOut(CollectionOut):
+    document_list: list[DocumentOut] | None = Field(None, description="Absent for `default`.")
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionOut]
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentOut]
+
+
+class IngestJobOut(BaseModel):
+    id: str
+    kind: str = Field(description="`ingest`.")
+    status: str = Field(description="queued, running, succeeded or failed.")
+    collection: str
+    action: str = Field(description="add, remove or drop.")
+    documents: list[str] = Field(description="The names uploaded, or the ids removed.")
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempt: int
+    request_id: str
+    result: dict[str, Any] | None = Field(
+        description="collection, index_version, previous_version, changed, chunks_embedded, "
+                    "documents: each one's name, id, status and problem.")
+    error: dict[str, Any] | None
+    links: dict[str, str] = Field(description="self, stream.")
+
+
+WRITE_PROBLEMS: ResponseDict = {status: ProblemOut for status in (404, 409)}
+UPLOAD_PROBLEMS: ResponseDict = {status: ProblemOut for status in (400, 404, 409, 413, 415)}
 
 
 class TextDocument(BaseModel):
@@ -105,7 +162,7 @@ def _queued(collection: str, action: Action, names: list[str],
     return response, 202
 
 
-@bp.post("/collections/<name>/documents", responses={202: None})
+@bp.post("/collections/<name>/documents", responses={202: IngestJobOut, **UPLOAD_PROBLEMS})
 def upload_documents(path: CollectionPath) -> tuple[Response, int]:
     """Add or replace documents: multipart files (.md, .txt, .pdf, .html) or JSON
     {title, text}. 202 with the ingest job that indexes them."""
@@ -152,7 +209,7 @@ def _suffix(name: str) -> str:
     return suffix
 
 
-@bp.get("/collections")
+@bp.get("/collections", responses={200: CollectionList})
 def list_collections() -> Response:
     """The collections the caller may read, `default` first."""
     return jsonify({"collections": [_default(), *registry().visible(access())]})
@@ -164,7 +221,7 @@ def _default() -> dict[str, Any]:
             "created_at": None}
 
 
-@bp.get("/collections/<name>")
+@bp.get("/collections/<name>", responses={200: CollectionDetailOut})
 def get_collection(path: CollectionPath) -> Response:
     """The collection: index_version, documents, chunks, built_at."""
     if path.name == DEFAULT:
@@ -173,7 +230,7 @@ def get_collection(path: CollectionPath) -> Response:
     return jsonify({**found, "document_list": registry().documents(path.name)})
 
 
-@bp.get("/collections/<name>/documents")
+@bp.get("/collections/<name>/documents", responses={200: DocumentList, **WRITE_PROBLEMS})
 def list_documents(path: CollectionPath) -> Response:
     """The documents of the collection's current version."""
     if path.name == DEFAULT:
@@ -182,7 +239,8 @@ def list_documents(path: CollectionPath) -> Response:
     return jsonify({"documents": registry().documents(path.name)})
 
 
-@bp.delete("/collections/<name>/documents/<doc_id>", responses={202: None})
+@bp.delete("/collections/<name>/documents/<doc_id>",
+           responses={202: IngestJobOut, **WRITE_PROBLEMS})
 def delete_document(path: DocumentPath) -> tuple[Response, int]:
     """Remove a document: 202 with the ingest job that builds a version without it."""
     registry().owned(path.name, g.owner)
@@ -191,7 +249,7 @@ def delete_document(path: DocumentPath) -> tuple[Response, int]:
     return _queued(path.name, Action.REMOVE, [path.doc_id])
 
 
-@bp.delete("/collections/<name>", responses={202: None})
+@bp.delete("/collections/<name>", responses={202: IngestJobOut, **WRITE_PROBLEMS})
 def delete_collection(path: CollectionPath) -> tuple[Response, int]:
     """Delete the collection: gone from the API at once; 202 with the job removing its files."""
     registry().owned(path.name, g.owner)
@@ -199,7 +257,7 @@ def delete_collection(path: CollectionPath) -> tuple[Response, int]:
     return _queued(path.name, Action.DROP, [])
 
 
-@bp.get("/ingest-jobs/<job_id>")
+@bp.get("/ingest-jobs/<job_id>", responses={200: IngestJobOut})
 def get_ingest_job(path: IngestJobPath) -> Response:
     """The ingest job, if it belongs to the caller (404 otherwise)."""
     return jsonify(present(ingest_jobs().get(path.job_id, owner=g.owner)))
