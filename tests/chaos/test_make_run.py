@@ -5,6 +5,7 @@ cannot own its ports refusing to start without touching the first."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import time
@@ -68,6 +69,20 @@ def test_run_serves_starts_again_whatever_dies_and_stops_cleanly(
     assert stack.find("bin/gunicorn") == web  # the rest kept running
     assert job(stack, before.json()["id"])["status"] == "succeeded"  # from the broker's AOF
     killed_and_replaced(stack, lambda: celery_parent(stack))
+    # gunicorn's arbiter SIGKILLed: its orphaned workers leave (their parent changed) and the
+    # new arbiter binds the port once they have
+    arbiter = stack.find("bin/gunicorn")
+    assert arbiter is not None
+    orphans = arbiter.children()
+    killed_and_replaced(stack, functools.partial(stack.find, "bin/gunicorn"))
+    assert not psutil.wait_procs(orphans, timeout=WAIT)[1]
+    deadline = time.monotonic() + WAIT
+    while True:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{stack.url}/health/ready", timeout=10).status_code == 200:
+                break
+        assert time.monotonic() < deadline, stack.log()[-3000:]
+        time.sleep(0.5)
     after = submit(stack, "after the crashes")
     assert wait_status(stack, after, {"succeeded", "failed"})["status"] == "succeeded"
 
