@@ -40,6 +40,12 @@ def job_collection(redis_client: redis.Redis, job_id: str) -> str:
         return cast(str | None, redis_client.hget(keys.job(job_id), JOB_FIELD)) or DEFAULT
 
 
+def scoped_version(name: str, version: str) -> str:
+    """The `index_version` of the cache and single-flight scope of a question about collection
+    `name` answered from `version` (`default` keeps its plain index_version)."""
+    return version if name == DEFAULT else f"{name}@{version}"
+
+
 def valid_name(name: str) -> bool:
     """1 to 63 lowercase letters, digits, `-` and `_`, starting with a letter or a digit."""
     return bool(_NAME.match(name))

@@ -13,7 +13,13 @@ from pydantic import BaseModel, Field, ValidationError
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
 from shared.cache import Scope
-from shared.collections import DEFAULT, NAME_PATTERN, Access, CollectionRegistry
+from shared.collections import (
+    DEFAULT,
+    NAME_PATTERN,
+    Access,
+    CollectionRegistry,
+    scoped_version,
+)
 from shared.errors import (
     CollectionNotFound,
     CollectionReadOnly,
@@ -132,13 +138,13 @@ def access() -> Access:
 
 
 def collection_scope(scope: Scope, name: str) -> Scope:
-    """The single-flight scope of a question about `name`: its current version's, so questions
-    about different collections or versions never share a job. CollectionNotFound when the
-    caller may not read it or no version of it is published yet."""
+    """The cache and single-flight scope of a question about `name`: its current version's, so
+    questions about different collections or versions never share an answer or a job.
+    CollectionNotFound when the caller may not read it or no version of it is published yet."""
     found = registry().get(name, access())
     if not found["index_version"]:
         raise CollectionNotFound(f"{name} (no version of it is published yet)")
-    return replace(scope, index_version=f"{name}@{found['index_version']}")
+    return replace(scope, index_version=scoped_version(name, found["index_version"]))
 
 
 def present(job: dict[str, Any]) -> dict[str, Any]:

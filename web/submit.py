@@ -61,8 +61,8 @@ CLAIM_TRIES = 3  # stale claims stepped over before a miss goes on without singl
 
 def submit(query: str, top_k: int | None, collection: str = DEFAULT) -> JobRecord:
     """The caller's job for `query` about `collection`: a finished one from the cache, an
-    identical one in flight, or a new queued one. Questions about a collection other than
-    `default` skip the semantic cache (docs/collections.md)."""
+    identical one in flight, or a new queued one (the scope of both is the collection's
+    current version: docs/collections.md)."""
     found = resources()
     tenant = current_tenant()
     k = top_k or found.settings.pipeline.top_k
@@ -74,7 +74,7 @@ def submit(query: str, top_k: int | None, collection: str = DEFAULT) -> JobRecor
         found.admission.check(g.owner, tenant.max_queued)
 
     lookup = CacheLookup(hit=False)
-    if found.settings.cache.enabled and collection == DEFAULT:
+    if found.settings.cache.enabled:
         lookup = found.cache.lookup(query, scope, on_exact_miss=check_queue, asker=g.owner)
         if lookup.hit:
             return answer_from_cache(found.store, query, k, lookup, tenant.name)

@@ -18,6 +18,7 @@ import redis
 from shared import metrics
 from shared.admission import record_duration
 from shared.cache import connect_cache, job_cache_target, scope_for, write_entry
+from shared.collections import DEFAULT, scoped_version
 from shared.jobs import FinishReason, JobRecord
 from shared.series import EMPTY_ANSWER
 from shared.settings import Settings
@@ -48,13 +49,24 @@ class Aftercare:
                 return
             target = job_cache_target(self.broker, record["id"])
             if target is not None:
-                scope = scope_for(self.pipeline_info, int(record["top_k"]), target.tenant)
+                scope = scope_for(answered_by(self.pipeline_info, result), int(record["top_k"]),
+                                  target.tenant)
                 write_entry(self.cache, self.cache_settings, record["query"], scope,
                             target.vector, result, target.owner)
         except Exception as error:  # the job's done event matters more than its aftercare
             metrics.ERRORS.labels(type="aftercare").inc()
             log.warning("aftercare failed; the job ends succeeded without it",
                         extra={"error": repr(error)})
+
+
+def answered_by(pipeline_info: dict[str, str], result: dict[str, Any]) -> dict[str, str]:
+    """The pipeline info of the index that answered: a collection's answer is cached in the
+    scope of its collection and version (docs/collections.md), as the web looked it up."""
+    collection = result.get("collection", DEFAULT)
+    if collection == DEFAULT:
+        return pipeline_info
+    return {**pipeline_info,
+            "index_version": scoped_version(collection, str(result["index_version"]))}
 
 
 def uncacheable(result: dict[str, Any]) -> str | None:

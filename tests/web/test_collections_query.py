@@ -90,3 +90,37 @@ def test_the_default_collection_still_answers_and_others_are_private(
     wait_final(client, upload(client, "team", [(V1, "guide.md")]).get_json(), ingest)
     problem_of(ask(client, "team", headers={"X-API-Key": OTHER_KEY}), 404)
     problem_of(ask(client, "nowhere"), 404)
+
+
+@pytest.fixture
+def cached_stack(make_app: Callable[..., Flask], broker_redis: RedisServer,
+                 cache_redis: RedisServer, tmp_path: Path,
+                 worker_factory: Callable[..., WorkerProcess],  # noqa: F811
+                 ) -> Iterator[tuple[FlaskClient, WorkerProcess]]:
+    """As `stack`, with the semantic cache on (web and worker on one cache redis-server)."""
+    folder = str(tmp_path / "collections")
+    app = make_app(broker={"url": broker_redis.url}, cache={"redis_url": cache_redis.url},
+                   collections={"dir": folder, "metrics_port": 0})
+    env = worker_env(broker_redis.url, CACHE_REDIS_URL=cache_redis.url, COLLECTIONS_DIR=folder,
+                     COLLECTIONS_METRICS_PORT="0")
+    worker_factory(env, "gen").wait_ready()
+    ingest = start_ingest_worker(env, tmp_path)
+    yield app.test_client(), ingest
+    ingest.stop()
+
+
+def test_the_cache_answers_a_collection_question_only_from_its_current_version(
+        cached_stack: tuple[FlaskClient, WorkerProcess]) -> None:
+    client, ingest = cached_stack
+    v1 = wait_final(client, upload(client, "team", [(V1, "guide.md")]).get_json(), ingest)
+    first = answered(client, ask(client, "team").get_json(), ingest)
+    assert first.get("cached") is None
+    again = ask(client, "team")
+    assert again.status_code == 200 and again.get_json()["cached"] is True
+    assert again.get_json()["result"]["index_version"] == v1["result"]["index_version"]
+    other = client.post("/v1/jobs", json={"query": QUESTION, "top_k": 1}, headers=AUTH)
+    assert other.status_code == 202  # the default collection never sees team's answer
+    wait_final(client, upload(client, "team", [(V2, "guide.md")]).get_json(), ingest)
+    fresh = ask(client, "team")
+    assert fresh.status_code == 202  # v1's answer is not served for v2
+    assert "7777" in answered(client, fresh.get_json(), ingest)["result"]["sources"][0]["text"]
