@@ -643,7 +643,8 @@ class JobStore:
 
     def _raw(self, job_id: str, owner: str | None) -> dict[str, str]:
         raw = self._hash(job_id) if valid_job_id(job_id) else {}
-        if not raw or (owner is not None and raw.get("owner") != owner):
+        # an ingest job (shared/ingest_jobs.py, `kind` set) shares the key space: not a question
+        if not raw or "kind" in raw or (owner is not None and raw.get("owner") != owner):
             raise JobNotFound(job_id)
         return raw
 

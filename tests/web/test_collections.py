@@ -79,6 +79,8 @@ def test_upload_is_an_ingest_job_and_the_collection_lists_its_documents(
     assert response.status_code == 202, response.get_data(as_text=True)
     job = response.get_json()
     assert job["kind"] == "ingest" and job["status"] == "queued"
+    # an ingest job is no question: the job routes do not know it
+    problem_of(client.get(f"/v1/jobs/{job['id']}", headers=AUTH), 404)
     done = wait_final(client, job, worker)
     assert done["status"] == "succeeded", done
     outcomes = {d["name"]: d["status"] for d in done["result"]["documents"]}

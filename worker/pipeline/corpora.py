@@ -50,6 +50,8 @@ class Corpora:
         collections_dir, registry = self._source
         version = registry.version(name)
         if version is None:
+            with self._lock:
+                self._loaded.pop(name, None)  # deleted: its index need not stay in memory
             raise CollectionNotFound(f"{name} (it has no published version)")
         with self._lock:
             loaded = self._loaded.get(name)
