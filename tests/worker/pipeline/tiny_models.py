@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
+from transformers import (  # type: ignore[attr-defined]  # BertTokenizerFast: lazy export
     BertConfig,
     BertForSequenceClassification,
     BertTokenizerFast,
@@ -67,7 +67,7 @@ def tiny_cross_encoder(folder: Path) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
-    config = BertConfig(
+    config = BertConfig(  # type: ignore[call-arg]  # num_labels goes to PretrainedConfig
         vocab_size=len(vocab),
         hidden_size=16,
         num_hidden_layers=1,
