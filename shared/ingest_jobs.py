@@ -14,6 +14,7 @@ lost) and the next claim runs it again with attempt + 1, up to JOBS_MAX_ATTEMPTS
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -24,7 +25,7 @@ from typing import Any, cast
 import redis
 
 from shared import events, keys
-from shared.broker import broker_errors
+from shared.broker import BROKER_ERRORS, broker_errors
 from shared.errors import InvalidTransition, JobNotFound
 from shared.jobs import FINAL, Status, valid_job_id
 from shared.settings import JobSettings
@@ -171,6 +172,12 @@ class IngestJobs:
             self._change(raw, status, fields, events.ERROR, {"error": error, "job": record})
         self.redis.delete(keys.ingest_upload(job_id))
         return record
+
+    def discard(self, job_id: str) -> None:
+        """Remove a job whose task could not be sent, with its uploads (best effort)."""
+        with contextlib.suppress(*BROKER_ERRORS):
+            self.redis.delete(keys.job(job_id), keys.job_events(job_id),
+                              keys.ingest_upload(job_id))
 
     def _raw(self, job_id: str) -> dict[str, str]:
         if not valid_job_id(job_id):

@@ -21,6 +21,7 @@ from shared.collections import (
     scoped_version,
 )
 from shared.errors import (
+    BrokerUnavailable,
     CollectionNotFound,
     CollectionReadOnly,
     UnsupportedDocument,
@@ -162,7 +163,11 @@ def _queued(collection: str, action: Action, names: list[str],
     job = ingest_jobs().create(owner=g.owner, collection=collection, action=action,
                                documents=names, request_id=current_request_id(),
                                uploads=uploads)
-    send_ingest(resources().celery, job["id"], current_request_id())
+    try:
+        send_ingest(resources().celery, job["id"], current_request_id())
+    except BrokerUnavailable:
+        ingest_jobs().discard(job["id"])  # no task: it would stay queued for good
+        raise
     response = jsonify(present(job))
     response.headers["Location"] = url_for("collections.get_ingest_job", job_id=job["id"])
     return response, 202

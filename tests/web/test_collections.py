@@ -178,3 +178,9 @@ def test_a_crash_mid_job_is_redelivered_and_never_publishes_half_an_index(
     assert [s.get("redelivered") for s in statuses] == [None, False, True]
     versions = tmp_path / "collections" / "team" / "versions"
     assert not [p for p in versions.iterdir() if p.name.startswith(".building-")]
+
+
+def test_an_upload_with_the_broker_down_is_a_503(make_app: Callable[..., Flask]) -> None:
+    client = make_app().test_client()  # its broker is a closed port
+    problem = problem_of(upload(client, "team", [(GUIDE, "guide.md")], headers={}), 503)
+    assert problem["type"] == "/problems/broker-unavailable"
