@@ -217,3 +217,21 @@ def test_a_warm_shutdown_lets_the_jobs_in_flight_finish(
         events = head + list(live)
         assert_whole_stream(events, 4 * TOKENS)
         assert events[-1]["job"]["status"] == "succeeded" and events[-1]["job"]["attempt"] == 1
+
+
+def test_a_batched_job_past_its_time_limit_fails_and_a_task_with_no_slot_is_requeued(
+    batching: Batching, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    batching.worker.stop()
+    limited = {**batching.env, "PIPELINE_FAKE_TOKENS": str(4 * TOKENS),  # 6 s each
+               "JOBS_SOFT_TIME_LIMIT_SECONDS": "2", "JOBS_HARD_TIME_LIMIT_SECONDS": "4"}
+    worker = worker_factory(limited, "limited").wait_ready()
+    jobs = [batching.submit(f"q{i}") for i in range(BATCH + 1)]  # the last waits > 1 s
+    for job in jobs:
+        events = list(batching.live(job["id"]))
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert events[-1]["type"] == "error"
+        assert events[-1]["error"]["type"] == "TimeLimitExceeded"
+        assert events[-1]["job"]["attempt"] == 1
+        assert 0 < sum(e["type"] == "token" for e in events) < 4 * TOKENS
+    assert "no free batch slot" in worker.log_tail(20000)
