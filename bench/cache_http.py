@@ -38,6 +38,7 @@ from shared.settings import CacheSettings, PipelineSettings  # noqa: E402
 from shared.workers import publish_pipeline_info  # noqa: E402
 from tests.support.gunicorn import GunicornServer  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
+from web.auth import owner_of  # noqa: E402
 from web.semantic_cache import SemanticCache  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -126,13 +127,15 @@ def seed(cache_url: str, broker: RedisServer) -> None:
     publish_pipeline_info(broker.client(), INFO)
     embedder = Embedder("minilm")
     cache = SemanticCache(CacheSettings(redis_url=cache_url), embedder, cache_url)
-    scope = scope_for(INFO, PipelineSettings().top_k)
+    # the bench's key asked them: its own cache scope (CACHE_SHARING=key)
+    scope = scope_for(INFO, PipelineSettings().top_k, owner_of(KEY))
     for question, _ in QUESTIONS:
         cache.store(
             question,
             scope,
             embedder.encode_one(question),
             {"answer": f"the answer to: {question}", "sources": []},
+            owner=owner_of(KEY),
         )
 
 

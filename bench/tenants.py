@@ -162,7 +162,7 @@ def _app(tmp: Path, sharing: str, **jobs: Any) -> Iterator[tuple[FlaskClient, An
 def _store_for_k1(found: Any, questions: list[str]) -> None:
     """k1's answers, written as a worker writes them (its scope, its owner id)."""
     owner = owner_of(K1)
-    scope = scope_for({}, found.settings.pipeline.top_k, tenant_of(found.settings.cache, owner))
+    scope = scope_for({}, found.settings.pipeline.top_k, tenant_of(found.settings, owner))
     for question in questions:
         found.cache.store(question, scope, None, {**ANSWER, "question": question}, owner=owner)
     found.cache.sync()

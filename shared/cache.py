@@ -32,7 +32,7 @@ import redis
 
 from shared import keys
 from shared.metrics import CACHE_ERRORS
-from shared.settings import CacheSettings
+from shared.settings import CacheSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,11 @@ def scope_for(pipeline_info: dict[str, str], top_k: int, tenant: str = "") -> Sc
     )
 
 
-def tenant_of(settings: CacheSettings, owner: str) -> str:
+def tenant_of(settings: Settings, owner: str) -> str:
     """The cache `owner`'s questions are looked up in and stored to: its own under
-    CACHE_SHARING=key, the one shared by every key otherwise."""
-    return owner if settings.sharing == "key" else ""
+    CACHE_SHARING=key with auth on, the one shared by every key otherwise (with auth off every
+    caller is one tenant: the entries of a single-tenant service keep one scope)."""
+    return owner if settings.cache.sharing == "key" and settings.auth.enabled else ""
 
 
 @dataclass(frozen=True)

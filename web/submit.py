@@ -66,7 +66,7 @@ def submit(query: str, top_k: int | None, collection: str = DEFAULT) -> JobRecor
     found = resources()
     tenant = current_tenant()
     k = top_k or found.settings.pipeline.top_k
-    scope = scope_for(found.pipeline_info(), k, tenant_of(found.settings.cache, g.owner))
+    scope = scope_for(found.pipeline_info(), k, tenant_of(found.settings, g.owner))
     if collection != DEFAULT:
         scope = collection_scope(scope, collection)
 

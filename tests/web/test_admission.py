@@ -12,11 +12,10 @@ import pytest
 from flask import Flask
 
 from shared import keys
-from shared.cache import scope_for, tenant_of
+from shared.cache import scope_for
 from tests.support.servers import RedisServer
 from tests.web.conftest import problem_of
 from web import resources
-from web.tenants import ANONYMOUS
 
 pytestmark = pytest.mark.integration
 
@@ -62,8 +61,8 @@ def test_a_refused_question_is_never_embedded_and_exact_repeats_still_answer(
                    cache={"redis_url": cache_redis.url, "verify": False})
     with app.app_context():
         cache = resources.resources().cache
-        cache.store("What is ragq?", scope_for({}, 3, tenant_of(cache.settings, ANONYMOUS)),
-                    unit_vector("What is ragq?"), {"answer": "A job system.", "sources": []})
+        cache.store("What is ragq?", scope_for({}, 3), unit_vector("What is ragq?"),
+                    {"answer": "A job system.", "sources": []})  # auth off: one tenant
     broker_redis.client().zadd(keys.QUEUED, {f"queued-{n}": float(n) for n in range(3)})
     client = app.test_client()
 

@@ -57,7 +57,7 @@ def tenant_app(
                               "sync_interval_seconds": 0.01})
         with app.app_context():  # KEY asked QUESTION and its answer was cached
             found = resources.resources()
-            tenant = tenant_of(found.settings.cache, owner_of(KEY))
+            tenant = tenant_of(found.settings, owner_of(KEY))
             scope = scope_for({}, found.settings.pipeline.top_k, tenant)
             vector = WordsEmbedder().encode_one(QUESTION)
             found.cache.store(QUESTION, scope, vector, ANSWER, owner=owner_of(KEY))
