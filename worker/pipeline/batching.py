@@ -66,6 +66,8 @@ class Row:
         self.streamer.put(torch.tensor([token]))
 
     def end(self, error: BaseException | None = None) -> None:
+        if self._done.is_set():
+            return
         output = None if error is not None else torch.tensor([self.ids])
         self.generation.finish(output, error)
         self.streamer.end()
@@ -135,9 +137,13 @@ class BatchDecoder:
     def _run(self) -> None:
         with torch.inference_mode():
             while True:
-                self._admit()
-                if self._rows:
-                    self._step()
+                try:
+                    self._admit()
+                    if self._rows:
+                        self._step()
+                except Exception as error:  # else every stream would wait for good
+                    log.exception("batched decoding failed", extra={"rows": len(self._rows)})
+                    self._fail(self._rows, error)
 
     def _admit(self) -> None:
         """Prefill waiting rows while there is room; sleep while there is nothing to do."""
@@ -159,13 +165,11 @@ class BatchDecoder:
             out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids),
                              cache=cache, use_cache=True, logits_to_keep=1)
             self._advance(row, out.logits[:, -1, :])
+            if not self._ended(row):
+                self._join(row, cache)
         except Exception as error:  # this row's failure: the others go on
             log.warning("generation failed in prefill", extra={"error": repr(error)})
             row.end(error)
-            return
-        if self._ended(row):
-            return
-        self._join(row, cache)
 
     def _advance(self, row: Row, logits: torch.Tensor) -> None:
         row.add(self.choose(row, logits))
@@ -193,12 +197,16 @@ class BatchDecoder:
             self._cache, self._mask, self._rows = cache, mask, [row]
             return
         width = max(self._mask.shape[1], length)
-        for ours, theirs in zip(_layers(self._cache), _layers(cache), strict=True):
-            ours.keys = torch.cat([_pad_left(ours.keys, width), _pad_left(theirs.keys, width)])
-            ours.values = torch.cat(
-                [_pad_left(ours.values, width), _pad_left(theirs.values, width)]
-            )
-        self._mask = torch.cat([_pad_left(self._mask, width), _pad_left(mask, width)])
+        layers = list(zip(_layers(self._cache), _layers(cache), strict=True))
+        joined = [  # all built before any is stored: a failure leaves the batch as it was
+            (torch.cat([_pad_left(ours.keys, width), _pad_left(theirs.keys, width)]),
+             torch.cat([_pad_left(ours.values, width), _pad_left(theirs.values, width)]))
+            for ours, theirs in layers
+        ]
+        mask = torch.cat([_pad_left(self._mask, width), _pad_left(mask, width)])
+        for (ours, _), (keys, values) in zip(layers, joined, strict=True):
+            ours.keys, ours.values = keys, values
+        self._mask = mask
         self._rows.append(row)
 
     def _step(self) -> None:
@@ -219,15 +227,19 @@ class BatchDecoder:
                 self._advance(row, logits[i : i + 1])
         except Exception as error:  # cannot tell which row caused it: the step's rows fail
             log.exception("batched decode step failed", extra={"rows": len(rows)})
-            for row in rows:
-                row.end(error)
-            self._rows, self._cache = [], None
+            self._fail(rows, error)
             return
         self._mask = mask
         metrics.DECODE_TOKENS_PER_SECOND.set(len(rows) / (time.perf_counter() - started))
         keep = [i for i, row in enumerate(rows) if not self._ended(row)]
         if len(keep) < len(rows):
             self._keep(keep)
+
+    def _fail(self, rows: list[Row], error: BaseException) -> None:
+        """End `rows` with `error` and start the batch afresh."""
+        for row in rows:
+            row.end(error)
+        self._rows, self._cache = [], None
 
     def _keep(self, keep: list[int]) -> None:
         """Drop the other rows from the batch, and the padding no remaining row needs."""
