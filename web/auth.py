@@ -15,7 +15,7 @@ import math
 import secrets
 
 import redis
-from flask import g, request
+from flask import Response, after_this_request, g, request
 from flask_openapi3.types import ResponseDict
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Forbidden, Unauthorized
@@ -75,7 +75,8 @@ def current_tenant() -> Tenant:
 
 
 def limit_rate(tenant: Tenant) -> None:
-    """Take one of the key's tokens; RateLimited (429) when its bucket is empty. While the
+    """Take one of the key's tokens; RateLimited (429) when its bucket is empty, else the
+    response tells the tokens left (RateLimit-* fields). While the
     broker is unreachable the request goes on unlimited (counted and logged): the limiter is
     not what should make a route that needs no broker unavailable."""
     if tenant.rate_per_second <= 0:
@@ -86,13 +87,21 @@ def limit_rate(tenant: Tenant) -> None:
         ERRORS.labels(type=RATE_LIMIT_SKIPPED).inc()
         log.warning("rate limit not applied: broker unavailable", extra={"error": str(error)})
         return
+    window = max(1, math.ceil(tenant.burst / tenant.rate_per_second))
     if not take.allowed:
         raise RateLimited(
             f"this API key may make {tenant.rate_per_second:g} requests per second (bursts of "
             f"{tenant.burst}); try again in {take.retry_after} s",
-            retry_after=take.retry_after, quota=tenant.burst,
-            window_seconds=max(1, math.ceil(tenant.burst / tenant.rate_per_second)),
+            retry_after=take.retry_after, quota=tenant.burst, window_seconds=window,
         )
+    refill = math.ceil((tenant.burst - take.remaining) / tenant.rate_per_second)
+
+    @after_this_request
+    def tell_the_rate(response: Response) -> Response:  # the IETF draft's fields, as on a 429
+        response.headers.update({
+            "RateLimit-Limit": str(tenant.burst), "RateLimit-Remaining": str(take.remaining),
+            "RateLimit-Reset": str(refill), "RateLimit-Policy": f"{tenant.burst};w={window}"})
+        return response
 
 
 def authenticate() -> None:

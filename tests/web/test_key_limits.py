@@ -39,7 +39,10 @@ def test_requests_per_second_come_from_a_token_bucket_per_key(
     limited: Callable[..., FlaskClient],
 ) -> None:
     client = limited(key_rate_per_second=0.01, key_burst=2)
-    assert [client.get("/v1/jobs", headers=BUSY).status_code for _ in range(2)] == [200, 200]
+    allowed = [client.get("/v1/jobs", headers=BUSY) for _ in range(2)]
+    assert [response.status_code for response in allowed] == [200, 200]
+    assert [response.headers["RateLimit-Remaining"] for response in allowed] == ["1", "0"]
+    assert allowed[0].headers["RateLimit-Limit"] == "2"
     refused = client.get("/v1/jobs", headers=BUSY)
     body = problem_of(refused, 429)
     assert (body["type"], body["limit"]) == ("/problems/rate-limited", "key-rate")
