@@ -37,7 +37,8 @@ def parse_message(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, s
 
 @shared_task(name=GENERATE_TASK)
 def generate(*args: Any, **kwargs: Any) -> str:
-    """Run one job; returns its final status (or why it did not run). Never raises on bad input."""
+    """Run one job; returns its final status (or why it did not run), or `run` once a batching
+    worker admitted it (worker/runner.py). Never raises on bad input."""
     job_id = kwargs.get("job_id") if valid_job_id(kwargs.get("job_id")) else None
     request_id = kwargs.get("request_id") if isinstance(kwargs.get("request_id"), str) else None
     with bound(job_id=job_id, request_id=request_id):
