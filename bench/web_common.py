@@ -17,6 +17,8 @@ from tests.support.celery import WorkerProcess, start_worker, worker_env  # noqa
 from tests.support.gunicorn import GunicornServer  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
 
+START_TIMEOUT_SECONDS = 180.0  # a loaded 2-core machine boots a worker (and its embedder) slowly
+
 
 @dataclass
 class WebStack:
@@ -52,7 +54,7 @@ def web_stack(tmp: Path, workers: int = 2, connections: int = 1000,
                                        **env}, workers=workers, connections=connections)
     stack = WebStack(tmp, broker, cache, web)
     try:
-        web.start()
+        web.start(timeout=START_TIMEOUT_SECONDS)
         yield stack
     finally:
         web.stop()
