@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -15,10 +16,11 @@ from typing import Any, cast
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared import keys
 from tests.support.celery import WorkerProcess, start_ingest_worker, worker_env
-from tests.support.servers import RedisServer
+from tests.support.servers import RedisServer, free_port
 from tests.web.conftest import AUTH, KEY, OTHER_KEY, problem_of
 from tests.worker.ingestion.pdfs import pdf_bytes
 
@@ -184,3 +186,29 @@ def test_an_upload_with_the_broker_down_is_a_503(make_app: Callable[..., Flask])
     client = make_app().test_client()  # its broker is a closed port
     problem = problem_of(upload(client, "team", [(GUIDE, "guide.md")], headers={}), 503)
     assert problem["type"] == "/problems/broker-unavailable"
+
+
+def test_the_ingest_worker_exports_its_metrics(make_app: Callable[..., Flask],
+                                               broker_redis: RedisServer, tmp_path: Path) -> None:
+    folder, port = str(tmp_path / "collections"), free_port()
+    client = make_app(broker={"url": broker_redis.url},
+                      collections={"dir": folder}).test_client()
+    env = worker_env(broker_redis.url, COLLECTIONS_DIR=folder, COLLECTIONS_METRICS_PORT=str(port))
+    worker = start_ingest_worker(env, tmp_path)
+    try:
+        job = upload(client, "team", [(GUIDE, "guide.md"), (b"", "empty.txt")], headers={})
+        done = wait_final(client, job.get_json(), worker)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    finally:
+        worker.stop()
+    families = {family.name: family for family in text_string_to_metric_families(text.decode())}
+    outcomes = {s.labels["outcome"]: s.value for s in families["rag_ingest_documents"].samples
+                if s.name == "rag_ingest_documents_total"}
+    assert outcomes["added"] == 1 and outcomes["failed"] == 1 and outcomes["removed"] == 0
+    chunks = [s for s in families["rag_collection_chunks"].samples
+              if s.labels["collection"] == "team"]
+    assert done["status"] == "succeeded"
+    assert chunks[0].value == client.get("/v1/collections/team").get_json()["chunks"]
+    count = [s for s in families["rag_ingest_seconds"].samples
+             if s.name == "rag_ingest_seconds_count"]
+    assert count[0].value == 1
