@@ -180,3 +180,23 @@ def test_parse_reads_pdf_pages_and_html_text_and_names_bad_files() -> None:
         parse("locked.pdf", pdf_bytes(["secret"], password="pw"))
     with pytest.raises(UnsupportedDocument, match="report.docx: unsupported type"):
         parse("report.docx", b"PK")
+
+
+def test_changed_chunking_settings_embed_every_document_again(ingest: Any, embedder: Embedder
+                                                              ) -> None:
+    ingest("team", [md("guide.md", GUIDE), Upload("notes.txt", "text/plain", NOTES)])
+    settings = ingest.settings.model_copy(update={
+        "pipeline": ingest.settings.pipeline.model_copy(update={"chunk_tokens": 64})})
+    jobs = IngestJobs(ingest.redis, settings.jobs)
+    runner = IngestRunner(settings, jobs, ingest.registry,
+                          VersionBuilder(settings.pipeline, embedder))
+    job = jobs.create(owner=OWNER, collection="team", action=Action.ADD, documents=["x.txt"],
+                      request_id="r", uploads=[Upload("x.txt", "text/plain", b"One more.")])
+    runner.run_job(job["id"])
+    result = jobs.get(job["id"])["result"]
+    folder = CollectionFolder(settings.collections.dir, "team")
+    index = CorpusIndex.load(folder.path / "current")
+    # the kept documents' vectors were built with other settings: all are embedded again
+    assert result["chunks_embedded"] == len(index.chunks)
+    assert index.manifest["settings"]["chunk_tokens"] == 64
+    assert {c.source.split("#")[0] for c in index.chunks} == {"guide.md", "notes.txt", "x.txt"}
