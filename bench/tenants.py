@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,9 @@ def fair(tries: int, fifo_tries: int) -> dict[str, Any]:
 
 
 def _waits(tries: int, fair_order: bool) -> dict[str, Any]:
-    original = submit.fair_priority
-    if not fair_order:
-        submit.fair_priority = lambda ahead: 0  # type: ignore[assignment]
+    original = submit.send_generate
+    if not fair_order:  # every task at one priority: the queue in arrival order
+        submit.send_generate = partial(_at_one_priority, original)  # type: ignore[assignment]
     try:
         with tempfile.TemporaryDirectory() as tmp, bench_stack(
             Path(tmp), PIPELINE_FAKE_TOKENS=FAKE_TOKENS, PIPELINE_FAKE_TOKEN_DELAY=FAKE_TOKEN_DELAY,
@@ -111,7 +112,12 @@ def _waits(tries: int, fair_order: bool) -> dict[str, Any]:
                     "job_s_median": job_s, "k2_wait_s_p50": p50, "k2_wait_s_max": max(waits),
                     "k2_wait_in_jobs_p50": p50 / job_s, "waits_s": waits}
     finally:
-        submit.fair_priority = original
+        submit.send_generate = original
+
+
+def _at_one_priority(send: Callable[..., None], celery: Any, job_id: str, request_id: str,
+                     priority: int = 0) -> None:
+    send(celery, job_id, request_id)
 
 
 @contextmanager

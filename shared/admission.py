@@ -5,8 +5,8 @@ Two steps. `check()` reads the depths before the submit path spends anything (th
 query embedding costs seconds of CPU under load), so a refusal is cheap. The admission that
 counts happens inside job creation: `ADMIT_FUNCTION` runs in shared/jobs.py's create script,
 which checks both depths and adds the job to the queue in one atomic step, so concurrent
-submissions can never push the queue past its limit. The same step reports how many of the
-key's jobs are queued ahead (the fair order's priority, shared/tasks.py).
+submissions can never push the queue past its limit. The same step gives the job its level in
+the fair order across keys (FAIR_LEVELS).
 
 Retry-After is an estimate of how long the queue ahead takes to drain: the median of the
 recent job durations the workers record (`keys.RECENT_DURATIONS`) times the jobs over the
@@ -31,10 +31,16 @@ DEFAULT_JOB_SECONDS = 10.0
 MIN_RETRY_AFTER = 1
 MAX_RETRY_AFTER = 3600
 QUEUE, KEY_QUEUED = "queue", "key-queued"  # the limits' names in 429 problems
+# The fair order across API keys (docs/jobs.md): a job's level is how many jobs of its key were
+# queued ahead of it, up to the last level; level 0 is served first. Its task carries the level
+# as its Celery priority, and keys.QUEUED scores it level * LEVEL_SPAN + enqueue time, so a
+# job's rank there is its place in the fair order (queue_position).
+FAIR_LEVELS = 10
+LEVEL_SPAN = 10**10  # above any epoch time in seconds
 
-# A Lua function for the script that creates a job: nil when it may be queued, else
-# {0, limit, count}. queued: keys.QUEUED; mine: the owner's job index; max_depth, max_mine:
-# the limits (0: none). Also returns, as `ahead`, the owner's jobs queued now.
+# A Lua function for the script that creates a job: nil and the job's fair level when it may be
+# queued, else {0, limit, count}. queued: keys.QUEUED; mine: the owner's job index; max_depth,
+# max_mine: the limits (0: none).
 ADMIT_FUNCTION = f"""
 local function admit(queued, mine, max_depth, max_mine)
   local depth = redis.call('ZCARD', queued)
@@ -44,10 +50,11 @@ local function admit(queued, mine, max_depth, max_mine)
   local ahead = 0
   if depth > 0 then ahead = redis.call('ZINTERCARD', 2, queued, mine) end
   if tonumber(max_mine) > 0 and ahead >= tonumber(max_mine) then
-    return {{0, '{KEY_QUEUED}', ahead}}, ahead
+    return {{0, '{KEY_QUEUED}', ahead}}, 0
   end
-  return nil, ahead
+  return nil, math.min(ahead, {FAIR_LEVELS - 1})
 end
+local LEVEL_SPAN = {LEVEL_SPAN}
 """
 
 

@@ -129,15 +129,15 @@ end
 
 # KEYS: job, queued, owner's jobs. ARGV: max depth, max queued per owner (0: no limit), now,
 # job id, retention, owner index cutoff, index size kept, then the record's fields. Admission
-# and enqueue in one step: {1, the owner's jobs queued ahead} or ADMIT_FUNCTION's refusal.
+# and enqueue in one step: {1, the job's fair level} or ADMIT_FUNCTION's refusal.
 _CREATE_SCRIPT = ADMIT_FUNCTION + _INDEX_FUNCTION + """
-local refused, ahead = admit(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+local refused, level = admit(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if refused then return refused end
 redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[2], level * LEVEL_SPAN + tonumber(ARGV[3]), ARGV[4])
 index_job(KEYS[3], ARGV[3], ARGV[4], ARGV[6], ARGV[7], ARGV[5])
-return {1, ahead}
+return {1, level}
 """
 
 # KEYS: job, owner's jobs, status counts, owner's usage. ARGV: the hit's retention, now, job
@@ -326,7 +326,7 @@ class JobStore:
     ) -> tuple[JobRecord, int]:
         """A new queued job owned by `owner` (the key named `key_name`), admitted under `bounds`
         in the same atomic step (QueueRefused otherwise); emits status `queued` (seq 1). Also
-        returns how many of the owner's jobs were queued ahead of it."""
+        returns its level in the fair order across keys (its task's priority)."""
         job_id = str(uuid.uuid4())
         now = time.time()
         raw = {"id": job_id, "owner": owner, "status": Status.QUEUED.value, "query": query,
@@ -431,7 +431,8 @@ class JobStore:
 
     @broker_errors()
     def queue_position(self, job_id: str) -> int | None:
-        """1 for the next job to run; None when the job is not queued."""
+        """1 for the next job to run (in the fair order across keys, shared/admission.py);
+        None when the job is not queued."""
         rank = cast(int | None, self.redis.zrank(keys.QUEUED, job_id))
         return None if rank is None else rank + 1
 

@@ -35,7 +35,8 @@ def owner_jobs(owner: str) -> str:
     return f"{PREFIX}owner:{owner}:jobs"
 
 
-QUEUED = f"{PREFIX}jobs:queued"  # sorted set: queued job ids by enqueue time (queue position)
+# sorted set: queued job ids by fair level, then enqueue time (queue position; admission.py)
+QUEUED = f"{PREFIX}jobs:queued"
 RUNNING = f"{PREFIX}jobs:running"  # sorted set: running job ids by start time (crash recovery)
 STATUS_COUNTS = f"{PREFIX}jobs:status_counts"  # hash: final status -> count
 RECENT_DURATIONS = f"{PREFIX}jobs:recent_durations"  # list: seconds of recent jobs (Retry-After)

@@ -2,7 +2,7 @@
 
 The web sends tasks by name through `make_client()`; it never imports `worker/` or a model.
 The worker's reaper sends again the task of a job whose worker died. Tasks carry a priority
-that serves API keys in a fair order (`fair_priority`, docs/jobs.md "Fair order").
+that serves API keys in a fair order (the job's level, shared/admission.py; docs/jobs.md).
 """
 
 from __future__ import annotations
@@ -12,14 +12,11 @@ from typing import Any
 import kombu.exceptions
 from celery import Celery
 
+from shared.admission import FAIR_LEVELS
 from shared.broker import broker_errors
 from shared.settings import Settings
 
 GENERATE_TASK = "ragq.generate"
-# The fair order across API keys (docs/jobs.md): a job's priority is how many jobs of its key
-# were queued ahead of it, up to the last level; kombu's Redis transport keeps one list per
-# level and its BRPOP takes the first non-empty list, level 0 first.
-FAIR_LEVELS = 10
 INGEST_TASK = "ragq.ingest"
 # A child must answer within this after fork; loading a model on a CPU takes tens of seconds.
 PROC_ALIVE_TIMEOUT_SECONDS = 300.0
@@ -40,7 +37,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             # above the hard limit: Redis never hands a running task to a second worker
             "visibility_timeout": jobs.visibility_timeout_seconds,
-            # one list per priority level, level 0 (the highest) served first
+            # one list per fair level (shared/admission.py); BRPOP takes the first non-empty
+            # list, level 0 first
             "priority_steps": list(range(FAIR_LEVELS)),
             "socket_connect_timeout": timeout,
             "socket_timeout": max(timeout, 5.0),
@@ -74,12 +72,6 @@ def make_client(settings: Settings) -> Celery:
     app = Celery("ragq-client", set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
-
-
-def fair_priority(ahead: int) -> int:
-    """The priority of a job with `ahead` jobs of its own key queued before it: 0 (served first)
-    for a key's next job, one level lower per job of the same key ahead, down to the last."""
-    return min(max(0, ahead), FAIR_LEVELS - 1)
 
 
 def send_generate(celery: Celery, job_id: str, request_id: str, priority: int = 0) -> None:

@@ -45,7 +45,7 @@ from shared.collections import JOB_FIELD as COLLECTION_FIELD
 from shared.errors import BrokerUnavailable, JobNotFound, QueueRefused
 from shared.jobs import METRIC_FIELDS, JobRecord, JobStore
 from shared.settings import Settings
-from shared.tasks import fair_priority, send_generate
+from shared.tasks import send_generate
 from web.auth import current_tenant
 from web.collections import collection_scope
 from web.request_ids import current_request_id
@@ -204,21 +204,21 @@ def submit_job(
     store: JobStore, celery: Celery, *, owner: str, query: str, top_k: int, request_id: str,
     internal: dict[str, str] | None = None, bounds: Bounds | None = None, key_name: str = "",
 ) -> JobRecord:
-    """Create the job record and send its task, prioritised by the jobs of its owner queued
-    ahead of it (the fair order across keys); the returned record is queued.
+    """Create the job record and send its task at the job's level in the fair order across keys
+    (the jobs of its owner queued ahead of it); the returned record is queued.
 
     `internal`: extra fields for the worker, kept in the job hash but never shown to clients
     (the cache's query embedding). `bounds`: the queue limits it is admitted under, atomically
     (QueueRefused when one is reached; none by default). BrokerUnavailable when the broker
     Redis cannot be reached (the record is then removed).
     """
-    record, ahead = store.create_admitted(owner=owner, query=query, top_k=top_k,
+    record, level = store.create_admitted(owner=owner, query=query, top_k=top_k,
                                           request_id=request_id, bounds=bounds or Bounds(),
                                           key_name=key_name)
     try:
         if internal:
             store.set_internal(record["id"], internal)
-        send_generate(celery, record["id"], request_id, priority=fair_priority(ahead))
+        send_generate(celery, record["id"], request_id, priority=level)
     except BrokerUnavailable:
         store.discard(record["id"], owner)
         raise

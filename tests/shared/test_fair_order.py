@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from shared.admission import FAIR_LEVELS
 from shared.jobs import JobStore
 from shared.settings import Settings, load_settings
-from shared.tasks import FAIR_LEVELS, fair_priority, make_client
+from shared.tasks import make_client
 from tests.support.servers import RedisServer
 from web.submit import submit_job
 
@@ -51,6 +52,12 @@ def test_a_single_question_passes_another_keys_backlog(broker_redis: RedisServer
     assert order[7:] == busy[3:]  # a key's own jobs stay in the order it sent them
 
 
-def test_priorities_are_levels_of_jobs_ahead() -> None:
-    assert [fair_priority(ahead) for ahead in (0, 1, 2, 9, 10, 500)] == [0, 1, 2, 9, 9, 9]
-    assert FAIR_LEVELS == 10
+def test_queue_positions_follow_the_fair_order(broker_redis: RedisServer) -> None:
+    settings = _settings(broker_redis)
+    store, celery = JobStore(broker_redis.client(), settings), make_client(settings)
+    busy = _submit(store, celery, "busy", 2 * FAIR_LEVELS)
+    single = _submit(store, celery, "single", 1)
+    assert store.get(single[0])["queue_position"] == 2  # behind busy's first job only
+    assert [store.get(job)["queue_position"] for job in busy[:3]] == [1, 3, 4]
+    assert store.get(busy[-1])["queue_position"] == 2 * FAIR_LEVELS + 1  # last: arrival order
+    assert _delivery_order(celery, settings.broker.queue)[:3] == [busy[0], single[0], busy[1]]
