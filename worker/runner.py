@@ -45,6 +45,13 @@ class JobRunner:
         self.aftercare = aftercare
         batch = settings.worker.max_batch
         self.in_flight = InFlight(batch) if batch > 1 else None
+        self._alone: str | None = None  # the job running now when not batching
+
+    def jobs_in_flight(self) -> list[str]:
+        """The ids of the jobs this process runs now."""
+        if self.in_flight is not None:
+            return self.in_flight.job_ids()
+        return [self._alone] if self._alone else []
 
     def run_job(self, job_id: str) -> str:
         """Claim and run the job; returns its final status, or why it did not run here. When
@@ -54,7 +61,11 @@ class JobRunner:
         claim = self._claim(job_id)
         if claim.record is None or not claim.run:
             return claim.outcome
-        return self._run_leased(claim.record)
+        self._alone = job_id
+        try:
+            return self._run_leased(claim.record)
+        finally:
+            self._alone = None
 
     def _claim(self, job_id: str) -> Claim:
         claim = self.store.claim(job_id, self.node)

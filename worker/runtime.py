@@ -72,7 +72,7 @@ class Runtime(JobRunner):
         """Report this process (pid, pipeline, device) and export its VRAM use."""
         device = self.pipeline.device_report()
         metrics.GPU_VRAM_USED.set(float(device.get("vram_used_gb") or 0.0))
-        in_flight = self.in_flight.job_ids() if self.in_flight is not None else []
+        in_flight = self.jobs_in_flight()
         report = {"node": self.node, "pid": os.getpid(), "parent_pid": os.getppid(),
                   "pipeline_loaded": True, "device": device, **pipeline_info(self.pipeline),
                   "max_batch": self.settings.worker.max_batch, "jobs_in_flight": len(in_flight)}

@@ -15,7 +15,7 @@ from celery import Celery
 
 from shared import keys
 from shared.events import EventHub, read_events
-from shared.jobs import JobStore
+from shared.jobs import JobRecord, JobStore
 from shared.pricing import cost_eur
 from shared.settings import PipelineSettings, Settings, load_settings
 from shared.tasks import GENERATE_TASK, make_client
@@ -41,11 +41,11 @@ class Stack:
     hub: EventHub
     metrics_port: int
 
-    def submit(self, query: str = "what is ragq?") -> dict[str, Any]:
+    def submit(self, query: str = "what is ragq?") -> JobRecord:
         return submit_job(self.store, self.celery, owner="alice", query=query, top_k=2,
                           request_id=f"req-{uuid.uuid4().hex[:8]}")
 
-    def final(self, job_id: str) -> dict[str, Any]:
+    def final(self, job_id: str) -> JobRecord:
         record = self.store.wait_final(job_id, READ_TIMEOUT)
         assert record is not None, f"job {job_id} not final after {READ_TIMEOUT}s"
         return record
@@ -163,9 +163,10 @@ def test_malformed_messages_fail_the_job_and_the_worker_survives(stack: Stack) -
     stack.celery.send_task(GENERATE_TASK, args=["x"])
     stack.celery.send_task(GENERATE_TASK, kwargs={"job_id": str(uuid.uuid4()), "request_id": "r"})
     record = stack.final(job["id"])
-    assert record["status"] == "failed"
-    assert record["error"]["type"] == "BadTaskMessage"
-    assert "request_id must be a string" in record["error"]["message"]
+    error = record["error"]
+    assert record["status"] == "failed" and error is not None
+    assert error["type"] == "BadTaskMessage"
+    assert "request_id must be a string" in error["message"]
     follow_up = stack.submit()
     assert stack.final(follow_up["id"])["status"] == "succeeded"
     assert stack.worker.child_pid() == child
@@ -217,4 +218,21 @@ def test_worker_answers_ping_while_a_job_generates(stack: Stack) -> None:
     replies = stack.celery.control.ping(destination=[stack.worker.node], timeout=2.0)
     assert stack.store.get(job["id"])["status"] == "running"
     assert replies == [{stack.worker.node: {"ok": "pong"}}]
+    assert list(live)[-1]["job"]["status"] == "succeeded"
+
+
+def test_heartbeat_counts_the_job_running(stack: Stack) -> None:
+    job = stack.submit()
+    live = read_events(stack.store.redis, job["id"], hub=stack.hub, idle_timeout=READ_TIMEOUT)
+    for event in live:
+        if event["type"] == "token":
+            break
+    seen = []
+    deadline = time.monotonic() + READ_TIMEOUT
+    while time.monotonic() < deadline and 1 not in seen:
+        report = stack.worker.report()
+        assert report is not None and report["max_batch"] == 1
+        seen.append(report["jobs_in_flight"])
+        time.sleep(0.1)
+    assert 1 in seen
     assert list(live)[-1]["job"]["status"] == "succeeded"
