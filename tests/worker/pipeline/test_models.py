@@ -1,6 +1,7 @@
 """The real loading code (generator, 4-bit selection, reranker) on tiny models built here."""
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -163,7 +164,13 @@ def test_a_reader_that_goes_away_stops_generation(tmp_path: Path) -> None:
     settings = PipelineSettings(
         generator_model=str(tiny_causal_lm(tmp_path / "lm")), max_new_tokens=400, device="cpu"
     )
-    generation = Generator(settings).generate(MESSAGES, lambda: False)
+    def slow_check() -> bool:
+        # 50 ms a token: the tiny model cannot end on its own (loop guard, end token) before
+        # the reader leaves.
+        time.sleep(0.05)
+        return False
+
+    generation = Generator(settings).generate(MESSAGES, slow_check)
     pieces = iter(generation)
     next(pieces)
     pieces.close()  # type: ignore[attr-defined]
