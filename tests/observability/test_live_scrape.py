@@ -45,7 +45,8 @@ def flower(tmp_path: Path, stack: Stack) -> Iterator[Flower]:
 
 @pytest.fixture
 def prometheus(tmp_path: Path, stack: Stack, flower: Flower) -> Iterator[Prometheus]:
-    targets = {"web": stack.web.port, "worker": stack.metrics_port, "flower": flower.port}
+    targets = {"web": stack.web.port, "worker": stack.metrics_port, "flower": flower.port,
+               "ingest": stack.ingest_metrics_port}
     server = Prometheus(tmp_path / "prometheus",
                         {job: f"127.0.0.1:{port}" for job, port in targets.items()},
                         flower_password=PASSWORD).start()
@@ -91,7 +92,21 @@ def _wait_cached(stack: Stack, entries: int) -> None:
         time.sleep(0.1)
 
 
+def _ingest(stack: Stack) -> None:
+    """One document into a collection: the ingest panels' series (documents, time, chunks)."""
+    status, job = stack.post("/v1/collections/probe/documents",
+                             {"title": "Probe", "text": "The probe reports its own health."})
+    assert status == 202, job
+    deadline = time.monotonic() + WAIT_SECONDS
+    while (record := stack.get_json(job["links"]["self"]))["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, f"ingest job still {record['status']}: " \
+            f"{stack.ingest.log_tail()}"
+        time.sleep(0.3)
+    assert record["status"] == "succeeded", record
+
+
 def _send_traffic(stack: Stack) -> None:
+    _ingest(stack)
     half = len(QUESTIONS) // 2
     _ask(stack, QUESTIONS[:half])
     _replace_gunicorn_workers(stack)
@@ -122,7 +137,7 @@ def test_counts_agree_and_every_query_runs(stack: Stack, prometheus: Prometheus)
 def _assert_targets_up(prometheus: Prometheus) -> None:
     targets = prometheus.api("targets")["activeTargets"]
     assert {target["labels"]["job"]: target["health"] for target in targets} == {
-        "web": "up", "worker": "up", "flower": "up"}
+        "web": "up", "worker": "up", "flower": "up", "ingest": "up"}
 
 
 def _assert_dashboard_queries_return_series(prometheus: Prometheus) -> None:
