@@ -30,6 +30,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } \
 	  || echo "make: Debian's chromium could not be installed; the page's browser tests will skip"; fi
+	# nginx (Debian) to check compose's proxy configuration with `nginx -t`; skipped without.
+	if ! command -v nginx >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null; } \
+	  || echo "make: Debian's nginx could not be installed; the proxy configuration check will skip"; fi
 	touch $@
 
 install: $(STAMP)
