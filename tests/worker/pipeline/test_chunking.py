@@ -3,8 +3,6 @@ from pathlib import Path
 import pytest
 
 from worker.pipeline.chunking import (
-    aligned_windows,
-    boundary_tokens,
     chunk_document,
     chunk_documents,
     chunk_id,
@@ -117,29 +115,3 @@ def test_dense_texts_add_each_sentence_with_the_heading() -> None:
 def test_a_one_sentence_chunk_is_embedded_once() -> None:
     [chunk] = chunk_documents(markdown_sections("n.md", "Just one."), WhitespaceTokenizer(), 8, 2)
     assert dense_texts(chunk, with_heading=True, with_sentences=True) == ["Just one."]
-
-
-def test_windows_end_and_start_on_boundaries_in_reach() -> None:
-    # Lines open at tokens 3, 6 and 9: a window of 8 ends at the last line start that keeps it
-    # half full and the next starts at the line start nearest to 2 tokens before that end.
-    assert aligned_windows(12, 8, 2, [3, 6, 9]) == [(0, 6), (3, 9), (6, 12)]
-
-
-def test_a_sentence_longer_than_half_a_window_is_cut_on_tokens() -> None:
-    # The line start at token 1 is too early to end the first window or to start the next.
-    assert aligned_windows(12, 4, 1, [1]) == [(0, 4), (3, 7), (6, 10), (9, 12)]
-
-
-def test_a_table_row_is_never_split_between_chunks() -> None:
-    rows = "\n".join(f"| `SETTING_{i}` | `{i}` | what setting {i} does. |" for i in range(12))
-    chunks = chunk_document(Document("r.md#0", "Settings", rows), WhitespaceTokenizer(), 16, 4)
-    lines = set(rows.splitlines())
-    assert len(chunks) > 2
-    for chunk in chunks:
-        assert set(chunk.text.splitlines()) <= lines
-
-
-def test_sentence_starts_are_boundaries() -> None:
-    text = "One two three. Four five.\nSix seven"
-    offsets = WhitespaceTokenizer()(text)["offset_mapping"]
-    assert boundary_tokens(text, offsets) == [3, 5]
