@@ -22,6 +22,9 @@ pytestmark = pytest.mark.integration
 
 KEY = "cli-key"
 TOKENS = 40
+# 6 s an answer: Ctrl-C after the fourth token must land while the job still runs, also on a
+# loaded machine where the test reads the CLI's output late.
+TOKEN_DELAY = 0.15
 RAGQ = str(Path(sys.executable).with_name("ragq"))
 WAIT = 60
 
@@ -29,7 +32,7 @@ WAIT = 60
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("cli"), keys=[KEY], tokens=TOKENS,
-                       token_delay=0.05) as started:
+                       token_delay=TOKEN_DELAY) as started:
         yield started
 
 
