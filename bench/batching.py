@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -39,8 +38,9 @@ from shared.jobs import JobStore  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
 from shared.tasks import make_client, send_generate  # noqa: E402
 from tests.support.celery import REPO_ROOT, WorkerProcess, start_worker, worker_env  # noqa: E402
+from tests.support.generations import consume_together  # noqa: E402
 from tests.support.servers import RedisServer, free_port  # noqa: E402
-from worker.pipeline.generator import Generation, Generator  # noqa: E402
+from worker.pipeline.generator import Generator  # noqa: E402
 
 QUESTIONS = [
     "How do I cancel a running job?",
@@ -145,21 +145,6 @@ def decode_only(batch: int) -> dict[str, Any]:
             "identical": sum(a == b for a, b in zip(alone, together, strict=True)),
             "same_first_words": [common_prefix_words(a, b)
                                  for a, b in zip(alone, together, strict=True)]}
-
-
-def consume_together(generations: list[Generation]) -> list[str]:
-    """Iterate each generation on its own thread, as the worker's job threads do."""
-    texts = [""] * len(generations)
-
-    def consume(i: int) -> None:
-        texts[i] = "".join(generations[i])
-
-    threads = [threading.Thread(target=consume, args=(i,)) for i in range(len(generations))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return texts
 
 
 def build_index(out: Path) -> Path:

@@ -10,6 +10,7 @@ import pytest
 from shared.errors import ModelError
 from shared.jobs import FinishReason
 from shared.settings import PipelineSettings
+from tests.support.generations import consume_together
 from worker.pipeline.generator import Generation, Generator
 
 from .tiny_models import tiny_causal_lm
@@ -48,28 +49,13 @@ def generator(model_dir: Path, max_new_tokens: int = 24) -> Generator:
     return never_ending(Generator(settings))
 
 
-def run_together(gen: Generator, generations: list[Generation]) -> list[str]:
-    """Iterate every generation on its own thread, as the worker's job threads do."""
-    texts = [""] * len(generations)
-
-    def consume(i: int) -> None:
-        texts[i] = "".join(generations[i])
-
-    threads = [threading.Thread(target=consume, args=(i,)) for i in range(len(generations))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return texts
-
-
 def test_batched_answers_equal_unbatched_greedy_ones(model_dir: Path) -> None:
     alone = generator(model_dir)
     expected = ["".join(alone.generate(messages(q), lambda: False)) for q in QUESTIONS]
     batched = generator(model_dir)
     batched.start_batching(len(QUESTIONS))
     generations = [batched.generate(messages(q), lambda: False) for q in QUESTIONS]
-    assert run_together(batched, generations) == expected
+    assert consume_together(generations, timeout=60) == expected
     assert len(set(expected)) == len(QUESTIONS)  # each answer depends on its own prompt
     assert [g.generated_tokens for g in generations] == [24] * len(QUESTIONS)
     assert {g.finish_reason for g in generations} == {FinishReason.LENGTH}
@@ -99,7 +85,7 @@ def test_a_cancelled_row_stops_and_the_others_run_on(model_dir: Path) -> None:
 
     generations = [batched.generate(messages(QUESTIONS[0]), cancel_after_five),
                    *(batched.generate(messages(q), lambda: False) for q in QUESTIONS[1:3])]
-    run_together(batched, generations)
+    consume_together(generations, timeout=60)
     assert generations[0].finish_reason == FinishReason.CANCELLED
     assert generations[0].generated_tokens == 5
     assert [g.generated_tokens for g in generations[1:]] == [40, 40]
@@ -156,5 +142,5 @@ def test_the_default_model_batched_answers_equal_unbatched_greedy_ones() -> None
     expected = ["".join(gen.generate(messages(q), lambda: False)) for q in REAL_QUESTIONS]
     gen.start_batching(len(REAL_QUESTIONS))
     generations = [gen.generate(messages(q), lambda: False) for q in REAL_QUESTIONS]
-    assert run_together(gen, generations) == expected
+    assert consume_together(generations, timeout=60) == expected
     assert len(set(expected)) == len(REAL_QUESTIONS)
