@@ -2,14 +2,12 @@
 worker (fake pipeline, slow enough to watch the answer grow) and a real gunicorn, auth on.
 
 The tests run in order in one browser session: the first enters the key, later ones reuse the
-tab's sessionStorage and the jobs earlier ones made. The README's screenshot is taken here:
-`RAGQ_UPDATE_SCREENSHOT=1 .venv/bin/pytest tests/web/test_page.py` writes docs/page.png.
+tab's sessionStorage and the jobs earlier ones made. The README's screenshot shows the real
+model instead: scripts/screenshot.py takes it against `make run`.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +26,6 @@ from tests.web.browser import NO_CHROMIUM, Page, chromium, have_chromium
 
 KEY = "page-key"
 TOKENS = 40
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "page.png"
 ANSWER = [f"tok{i}" for i in range(TOKENS)]
 
 
@@ -133,8 +130,6 @@ def test_a_repeated_question_shows_the_cache_badge(page: Page, asked: dict[str, 
     shot = tmp_path / "page.png"
     assert page.driver.save_screenshot(str(shot))
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
-    if os.environ.get("RAGQ_UPDATE_SCREENSHOT") == "1":  # docs/page.png, the README's picture
-        shutil.copyfile(shot, SCREENSHOT)
 
 
 @browser
