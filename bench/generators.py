@@ -20,7 +20,8 @@ load average is recorded, since both speed figures collapse when other work take
         [--unanswerable 20] [--qa data/qa.jsonl] [--out generators]
 
 A configuration is NAME=MODEL:QUANTIZATION, e.g. `qwen1.5b=/path/to/model:int8`; the named
-ones are in CONFIGS.
+ones are in CONFIGS. `--keep` keeps the previous results' rows of the configurations not run
+this time (each row says when it was measured), to rerun one configuration alone.
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         unanswerable_questions(SQUAD)[: args.unanswerable],
     )
     docs_settings = squad_settings.model_copy(update={"index_dir": Path(args.docs_index)})
-    pipeline.retriever = load_retriever(docs_settings, "cpu", pipeline.retriever.embedder)
+    docs = load_retriever(docs_settings, "cpu", pipeline.retriever.embedder)
+    # The default collection answers from corpora.default (f0a2a51), the pipeline's own index.
+    pipeline.retriever = pipeline.corpora.default = docs
     qa = evaluate_qa(ask, load_qa(ROOT / args.qa))
     return {
         "cold_start_s": round(cold_start, 2),
@@ -151,6 +154,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                        "--unanswerable", str(args.unanswerable), "--qa", args.qa]
             out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
             row = {"config": name, "model": model, "quantization": quantization,
+                   "measured": time.strftime("%Y-%m-%d %H:%M"),
                    "load_average_before": round(load, 2), **json.loads(out.stdout.splitlines()[-1])}
             print(json.dumps({k: v for k, v in row.items() if k != "qa_results"}), flush=True)
             rows.append(row)
@@ -164,8 +168,8 @@ def _markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"answerable and {args.unanswerable} unanswerable questions of the sample; docs: "
         f"`{args.qa}`. Citation markers are stripped before scoring. TTFT includes retrieval.\n\n"
         "| config | SQuAD F1 | EM | gold contained | abstention | docs facts | loops | "
-        "length | TTFT p50 | decode tok/s p50 | cold start | peak RSS | load avg |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "length | TTFT p50 | decode tok/s p50 | cold start | peak RSS | load avg | measured |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for row in rows:
@@ -177,7 +181,7 @@ def _markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"{qa['answered_with_facts']:.3f} | {squad['loops'] + qa['loops']} | {length} | "
             f"{row['ttft_p50_s']:.2f} s | {row['decode_tokens_per_s_p50']:.1f} | "
             f"{row['cold_start_s']:.1f} s | {row['peak_rss_mb']} MB | "
-            f"{row['load_average_before']} |"
+            f"{row['load_average_before']} | {row.get('measured', 'earlier run')} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -189,6 +193,9 @@ def main() -> None:
     parser.add_argument("--unanswerable", type=int, default=20)
     parser.add_argument("--qa", default="data/qa.jsonl")
     parser.add_argument("--out", default="generators", help="results file name, no suffix")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep earlier rows of configurations not run now"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--quantization", help=argparse.SUPPRESS)
@@ -199,6 +206,11 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
     rows = run(args)
+    previous = RESULTS / f"{args.out}.json"
+    if args.keep and previous.exists():
+        rerun = {row["config"] for row in rows}
+        earlier = json.loads(previous.read_text())
+        rows = [row for row in earlier if row["config"] not in rerun] + rows
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=2) + "\n")
     (RESULTS / f"{args.out}.md").write_text(_markdown(rows, args))
