@@ -193,13 +193,13 @@ class CacheSettings(BaseSettings):
     max_entries: int = Field(
         1_000_000, ge=100, description="Entries the sync log keeps at most (older ones trimmed)."
     )
-
     sharing: Literal["key", "shared"] = Field(
         "key",
         description="Whose answers a question may hit: `key`, only those of the same API key "
         "(with auth off every caller is one key); `shared`, every key's, for one trusted team "
         "(a hit then shows the cached question only to the key that asked it).",
     )
+
 
 class AuthSettings(BaseSettings):
     """API keys and WebSocket tickets."""
@@ -221,7 +221,6 @@ class AuthSettings(BaseSettings):
     allowed_origins: CommaList = Field(
         default_factory=list, description="Origins allowed to open WebSockets; empty: any."
     )
-
     key_max_queued: int = Field(
         100, ge=0, description="Jobs one key may have queued at once (0: only the global limit); "
         "a key's `max_queued` in AUTH_KEYS_FILE overrides it."
@@ -238,6 +237,7 @@ class AuthSettings(BaseSettings):
         0.0, ge=0.0, description="Spend one key may cause per CB_WINDOW_SECONDS window, on top of "
         "the global CB_LIMIT_EUR (0: only the global limit); overridden by a key's `budget_eur`."
     )
+
     _split = field_validator("api_keys", "allowed_origins", mode="before")(_split_commas)
 
     @model_validator(mode="after")
