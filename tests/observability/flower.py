@@ -33,7 +33,7 @@ class Flower:
                 [sys.executable, "-m", "celery", "-A", "worker.celery_app", "flower"],
                 cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
-        wait_for_port(self.port, timeout=60)
+        wait_for_port(self.port, timeout=180)  # a loaded machine: the stack beside it boots too
         return self
 
     def get(self, path: str, credentials: tuple[str, str] | None = (USER, PASSWORD)
