@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol
@@ -220,22 +220,31 @@ class SemanticCache:
         self._sync_lock = threading.Lock()  # one sync at a time
 
     # --- public API -----------------------------------------------------------------------
-    def lookup(
-        self, query: str, scope: Scope, on_exact_miss: Callable[[], object] = lambda: None,
-        asker: str = "",
-    ) -> CacheLookup:
+    def lookup(self, query: str, scope: Scope, asker: str = "") -> CacheLookup:
         """Find an answer for `query` within `scope`: exact text first, then a verified
-        nearest neighbour. `on_exact_miss` runs once when the exact path misses, before the
-        query is embedded: the submit path's admission check, which may raise to refuse the
-        question before the costly step. A hit carries the cached question only when `asker`
-        (an owner id) asked it. Never raises for cache Redis failures (they are misses)."""
+        nearest neighbour (lookup_exact, then lookup_semantic; web/submit.py calls them apart,
+        to check admission between the two, before the query is embedded)."""
+        return self.lookup_exact(query, scope, asker) or self.lookup_semantic(query, scope, asker)
+
+    def lookup_exact(self, query: str, scope: Scope, asker: str = "") -> CacheLookup | None:
+        """The exact path: a hit for the same normalised question in `scope` (counted), or None
+        for a miss. A hit carries the cached question only when `asker` (an owner id) asked it.
+        Never raises for cache Redis failures (they are misses)."""
         if not self.settings.enabled or self.embedder is None:
-            on_exact_miss()
+            return None
+        result: CacheLookup | None = guarded(
+            "lookup_exact", lambda: self._lookup_exact(query, scope, asker), None)
+        if result is not None:
+            self._count(result)
+        return result
+
+    def lookup_semantic(self, query: str, scope: Scope, asker: str = "") -> CacheLookup:
+        """The semantic path, after an exact miss: embed the query and verify its nearest
+        neighbours in `scope`; the hit or miss is counted (a miss carries the embedding, to be
+        stored with the answer). Never raises for cache Redis failures (they are misses)."""
+        if not self.settings.enabled or self.embedder is None:
             return CacheLookup(hit=False)
-        result = guarded("lookup_exact", lambda: self._lookup_exact(query, scope, asker), None)
-        if result is None:
-            on_exact_miss()
-            result = self._lookup_semantic(query, scope, asker)
+        result = self._lookup_semantic(query, scope, asker)
         self._count(result)
         return result
 

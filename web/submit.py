@@ -2,19 +2,20 @@
 
 `submit()` answers a question with the caller's job:
 
-1. cache lookup, in the caller's key's scope (CACHE_SHARING): a hit becomes a finished job of
-   the caller's (`cached: true`, the similarity, the original question when the caller asked
-   it), stored with its events in one round trip; nothing is queued;
-2. admission, then breaker: a miss is refused (429 with Retry-After) while the queue, or the
-   caller's key's share of it, is at its limit (checked when the exact path missed, before the
-   query is embedded, so a refusal costs no CPU) or the window's spend, or the key's, is at
-   its limit;
-3. single-flight claim: an identical miss already in flight is attached to instead;
-4. reserve the job's estimated cost on the breaker (the window's and the key's);
-5. create the job record, admitted under the queue limits in the same atomic step (the check
+1. exact cache lookup, in the caller's key's scope (CACHE_SHARING): a hit becomes a finished
+   job of the caller's (`cached: true`, the similarity, the original question when the caller
+   asked it), stored with its events in one round trip; nothing is queued;
+2. admission: a miss is refused (429 with Retry-After) while the queue, or the caller's key's
+   share of it, is at its limit; checked before the query is embedded, so a refusal costs no
+   CPU;
+3. semantic cache lookup (embeds the query), a hit answered as in step 1;
+4. breaker: refused while the window's spend, or the key's, is at its limit;
+5. single-flight claim: an identical miss already in flight is attached to instead;
+6. reserve the job's estimated cost on the breaker (the window's and the key's);
+7. create the job record, admitted under the queue limits in the same atomic step (the check
    of step 2 only reads), and send its task, carrying the query embedding so the worker can
    cache the answer without embedding it again (a failure gives the reservation back);
-6. bind the claim to the new job.
+8. bind the claim to the new job.
 
 Logs one INFO line per job: "cache hit", "job attached" or "job queued", with the name of the
 caller's key (never the key).
@@ -70,16 +71,16 @@ def submit(query: str, top_k: int | None, collection: str = DEFAULT) -> JobRecor
     if collection != DEFAULT:
         scope = collection_scope(scope, collection)
 
-    def check_queue() -> None:  # before the query is embedded: a refusal costs no CPU
-        found.admission.check(g.owner, tenant.max_queued)
-
+    cache_on = found.settings.cache.enabled
+    exact = found.cache.lookup_exact(query, scope, asker=g.owner) if cache_on else None
+    if exact is not None:
+        return answer_from_cache(found.store, query, k, exact, tenant.name)
+    found.admission.check(g.owner, tenant.max_queued)  # before the query is embedded
     lookup = CacheLookup(hit=False)
-    if found.settings.cache.enabled:
-        lookup = found.cache.lookup(query, scope, on_exact_miss=check_queue, asker=g.owner)
+    if cache_on:
+        lookup = found.cache.lookup_semantic(query, scope, asker=g.owner)
         if lookup.hit:
             return answer_from_cache(found.store, query, k, lookup, tenant.name)
-    else:
-        check_queue()
     found.breaker.check(owner=g.owner, owner_limit_eur=tenant.budget_eur)
     claim, record = claim_or_attach(found, fingerprint(query, scope, g.owner))
     if record is not None:
