@@ -14,21 +14,23 @@ lost) and the next claim runs it again with attempt + 1, up to JOBS_MAX_ATTEMPTS
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import redis
 
-from shared import events, keys
+from shared import events, keys, metrics
 from shared.broker import BROKER_ERRORS, broker_errors
 from shared.errors import InvalidTransition, JobNotFound
 from shared.jobs import FINAL, Status, valid_job_id
 from shared.settings import JobSettings
+
+log = logging.getLogger(__name__)
 
 KIND = "ingest"
 JSON_FIELDS = ("documents", "result", "error")
@@ -61,7 +63,26 @@ class Upload:
     data: bytes
 
 
-def view(raw: dict[str, str]) -> dict[str, Any]:
+class IngestJobRecord(TypedDict):
+    """An ingest job as clients see it (view()); web/collections.IngestJobOut is built from
+    these fields."""
+
+    id: str
+    kind: str  # KIND
+    status: str  # a Status: queued, running, succeeded or failed
+    collection: str
+    action: str  # an Action
+    documents: list[str]  # the names uploaded, or the ids removed
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempt: int
+    request_id: str
+    result: dict[str, Any] | None  # collection, index_version, ..., each document's outcome
+    error: dict[str, Any] | None  # type, message
+
+
+def view(raw: dict[str, str]) -> IngestJobRecord:
     """The record as clients see it (the owner stays inside)."""
     parsed = {name: json.loads(raw[name]) if raw.get(name) else None for name in JSON_FIELDS}
     return {
@@ -92,7 +113,7 @@ class IngestJobs:
 
     @broker_errors()
     def create(self, *, owner: str, collection: str, action: Action, documents: list[str],
-               request_id: str, uploads: list[Upload] | None = None) -> dict[str, Any]:
+               request_id: str, uploads: list[Upload] | None = None) -> IngestJobRecord:
         """A new queued ingest job (its uploads stored beside it); emits status `queued`."""
         job_id = str(uuid.uuid4())
         raw = {"id": job_id, "kind": KIND, "owner": owner, "status": Status.QUEUED.value,
@@ -112,7 +133,7 @@ class IngestJobs:
         return view(raw)
 
     @broker_errors()
-    def get(self, job_id: str, owner: str | None = None) -> dict[str, Any]:
+    def get(self, job_id: str, owner: str | None = None) -> IngestJobRecord:
         """The job's record; JobNotFound for unknown ids, a question's id, another owner's job."""
         raw = self._raw(job_id)
         if not raw or (owner is not None and raw.get("owner") != owner):
@@ -128,7 +149,7 @@ class IngestJobs:
                 for i in range(count)]
 
     @broker_errors()
-    def claim(self, job_id: str, max_attempts: int) -> dict[str, Any] | None:
+    def claim(self, job_id: str, max_attempts: int) -> IngestJobRecord | None:
         """queued -> running (attempt + 1); a running job found again was left by a dead worker:
         it runs again, or fails once attempts are spent. None when there is nothing to run."""
         raw = self._raw(job_id)
@@ -153,7 +174,7 @@ class IngestJobs:
     @broker_errors()
     def finish(self, job_id: str, attempt: int, status: Status, *,
                result: dict[str, Any] | None = None,
-               error: dict[str, Any] | None = None) -> dict[str, Any]:
+               error: dict[str, Any] | None = None) -> IngestJobRecord:
         """running -> succeeded/failed for the worker holding `attempt`; uploads dropped."""
         raw = self._raw(job_id)
         if not raw:
@@ -174,10 +195,15 @@ class IngestJobs:
         return record
 
     def discard(self, job_id: str) -> None:
-        """Remove a job whose task could not be sent, with its uploads (best effort)."""
-        with contextlib.suppress(*BROKER_ERRORS):
+        """Remove a job whose task could not be sent, with its uploads; best effort, the broker
+        may be down (counted and logged, as JobStore.discard)."""
+        try:
             self.redis.delete(keys.job(job_id), keys.job_events(job_id),
                               keys.ingest_upload(job_id))
+        except BROKER_ERRORS as error:
+            metrics.ERRORS.labels(type="job_discard").inc()
+            log.warning("cannot discard unsent ingest job",
+                        extra={"job_id": job_id, "error": str(error)})
 
     def _raw(self, job_id: str) -> dict[str, str]:
         if not valid_job_id(job_id):

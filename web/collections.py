@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, jsonify, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 from flask_openapi3.types import ResponseDict
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
 from shared.cache import Scope
@@ -27,14 +27,14 @@ from shared.errors import (
     UnsupportedDocument,
     UploadTooLarge,
 )
-from shared.ingest_jobs import Action, IngestJobs, Upload
+from shared.ingest_jobs import Action, IngestJobRecord, IngestJobs, Upload
 from shared.tasks import send_ingest
 from web import stream
 from web.auth import PROBLEMS, SECURITY, authenticate, owner_of, websocket_owner
 from web.problems import problem
 from web.request_ids import current_request_id
 from web.resources import resources, settings
-from web.schemas import ProblemOut
+from web.schemas import ProblemOut, record_fields
 
 SUFFIXES = (".md", ".txt", ".pdf", ".html", ".htm")
 MEDIA_TYPES = {".md": "text/markdown", ".txt": "text/plain", ".pdf": "application/pdf",
@@ -89,23 +89,21 @@ class DocumentList(BaseModel):
     documents: list[DocumentOut]
 
 
-class IngestJobOut(BaseModel):
-    id: str
-    kind: str = Field(description="`ingest`.")
-    status: str = Field(description="queued, running, succeeded or failed.")
-    collection: str
-    action: str = Field(description="add, remove or drop.")
-    documents: list[str] = Field(description="The names uploaded, or the ids removed.")
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    attempt: int
-    request_id: str
-    result: dict[str, Any] | None = Field(
-        description="collection, index_version, previous_version, changed, chunks_embedded, "
-                    "documents: each one's name, id, status and problem.")
-    error: dict[str, Any] | None
+class _IngestJobOutBase(BaseModel):
+    """An ingest job as clients see it."""
+
     links: dict[str, str] = Field(description="self, stream.")
+
+
+IngestJobOut = create_model("IngestJobOut", __base__=_IngestJobOutBase, **record_fields(
+    IngestJobRecord, {
+        "kind": "`ingest`.",
+        "status": "queued, running, succeeded or failed.",
+        "action": "add, remove or drop.",
+        "documents": "The names uploaded, or the ids removed.",
+        "result": "collection, index_version, previous_version, changed, chunks_embedded, "
+                  "documents: each one's name, id, status and problem.",
+    }))
 
 
 WRITE_PROBLEMS: ResponseDict = {status: ProblemOut for status in (404, 409)}
@@ -148,7 +146,7 @@ def collection_scope(scope: Scope, name: str) -> Scope:
     return replace(scope, index_version=scoped_version(name, found["index_version"]))
 
 
-def present(job: dict[str, Any]) -> dict[str, Any]:
+def present(job: IngestJobRecord) -> dict[str, Any]:
     """An ingest job as the API shows it: the record plus its links."""
     scheme = "wss" if request.scheme == "https" else "ws"
     return {**job, "links": {

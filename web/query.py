@@ -9,7 +9,7 @@ from flask import Response, jsonify, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
 from shared import logs
-from shared.jobs import JobRecord
+from shared.jobs import JobRecord, Status
 from shared.metrics import QUERY_LATENCY
 from web.auth import PROBLEMS, SECURITY, authenticate
 from web.bodies import BODY_PROBLEMS
@@ -21,10 +21,10 @@ from web.submit import submit
 
 EXPIRED_RETRY_AFTER_SECONDS = 30
 # A job that ends without an answer: (HTTP status, problem slug, title).
-_UNANSWERED = {
-    "failed": (502, "job-failed", "The job failed"),
-    "cancelled": (409, "job-cancelled", "The job was cancelled"),
-    "expired": (503, "job-expired", "The job waited too long in the queue"),
+_UNANSWERED: dict[str, tuple[int, str, str]] = {
+    Status.FAILED: (502, "job-failed", "The job failed"),
+    Status.CANCELLED: (409, "job-cancelled", "The job was cancelled"),
+    Status.EXPIRED: (503, "job-expired", "The job waited too long in the queue"),
 }
 
 bp = APIBlueprint("query", __name__, abp_tags=[Tag(name="query")], abp_security=SECURITY,
@@ -45,7 +45,7 @@ def query(body: JobRequest) -> Response:
         link = url_for("jobs.get_job", job_id=job["id"])
         return problem(504, "no answer in time; the job keeps running", slug="query-timeout",
                        title="Answer not ready", job_id=job["id"], job=link)
-    if finished["status"] != "succeeded":
+    if finished["status"] != Status.SUCCEEDED:
         return _unanswered(finished)
     elapsed = time.perf_counter() - started
     QUERY_LATENCY.observe(elapsed)

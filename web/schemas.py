@@ -89,13 +89,14 @@ class _JobOutBase(BaseModel):
     links: Links
 
 
-def _job_fields() -> dict[str, Any]:
-    """JobOut's fields: shared.jobs.JobRecord's, those it may leave out (NotRequired) optional.
-    Read from the hints themselves: under `from __future__ import annotations`, Python 3.11's
-    TypedDict cannot see NotRequired and lists every key in __required_keys__."""
+def record_fields(record: type, descriptions: dict[str, str]) -> dict[str, Any]:
+    """A response model's fields from a record TypedDict's (shared.jobs.JobRecord's for JobOut),
+    those it may leave out (NotRequired) optional. Read from the hints themselves: under
+    `from __future__ import annotations`, Python 3.11's TypedDict cannot see NotRequired and
+    lists every key in __required_keys__."""
     fields: dict[str, Any] = {}
-    for name, hint in get_type_hints(JobRecord, include_extras=True).items():
-        description = _DESCRIPTIONS.get(name)
+    for name, hint in get_type_hints(record, include_extras=True).items():
+        description = descriptions.get(name)
         if get_origin(hint) is NotRequired:
             fields[name] = (get_args(hint)[0] | None, Field(None, description=description))
         else:
@@ -108,7 +109,7 @@ _DESCRIPTIONS = {
     "queue_position": "1 for the next job to run; null unless queued.",
     "cached": "Answered from the semantic cache (present only then).",
 }
-JobOut = create_model("JobOut", __base__=_JobOutBase, **_job_fields())
+JobOut = create_model("JobOut", __base__=_JobOutBase, **record_fields(JobRecord, _DESCRIPTIONS))
 
 
 class JobPage(BaseModel):

@@ -25,9 +25,9 @@ import redis
 from shared import keys
 from shared.broker import broker_errors
 from shared.cache import Scope, normalise
-from shared.jobs import JobRecord
+from shared.jobs import JobRecord, Status
 
-ACTIVE = frozenset({"queued", "running"})
+ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
 PENDING = "pending:"
 PENDING_TTL_SECONDS = 5
 WAIT_STEP_SECONDS = 0.01
@@ -47,7 +47,6 @@ if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
 return 1
 """
-
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,10 @@ from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 from shared.tasks import celery_config
 from worker.ingestion.build import VersionBuilder
-from worker.ingestion.runner import IngestRunner
+from worker.ingestion.runner import DOCUMENT_OUTCOMES, IngestRunner
 from worker.runtime import serve_metrics
 
 log = logging.getLogger(__name__)
-INGEST_OUTCOMES = ("added", "replaced", "unchanged", "removed", "failed")
 
 _runner: IngestRunner | None = None
 
@@ -63,7 +62,7 @@ def start(settings: Settings) -> IngestRunner:
     _runner = IngestRunner(settings, IngestJobs(client, settings.jobs),
                            CollectionRegistry(client),
                            VersionBuilder(settings.pipeline, embedder))
-    for outcome in INGEST_OUTCOMES:
+    for outcome in DOCUMENT_OUTCOMES:
         metrics.INGEST_DOCUMENTS.labels(outcome=outcome)
     serve_metrics(settings.collections.metrics_port)
     log.info("ingest worker ready", extra={"collections_dir": str(settings.collections.dir)})

@@ -22,8 +22,8 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from shared import metrics
 from shared.collections import CollectionRegistry, document_id
 from shared.errors import DocumentRejected, InvalidTransition, JobNotFound, RagqError
-from shared.ingest_jobs import Action, IngestJobs, Upload
-from shared.jobs import Status
+from shared.ingest_jobs import Action, IngestJobRecord, IngestJobs, Upload
+from shared.jobs import Outcome, Status
 from shared.settings import Settings
 from worker.ingestion.build import Built, StoredDocument, VersionBuilder, load_documents
 from worker.ingestion.parse import SUFFIXES, parse, suffix_of
@@ -33,6 +33,7 @@ from worker.pipeline.index import MANIFEST
 log = logging.getLogger(__name__)
 
 ADDED, REPLACED, UNCHANGED, REMOVED, FAILED = "added", "replaced", "unchanged", "removed", "failed"
+DOCUMENT_OUTCOMES = (ADDED, REPLACED, UNCHANGED, REMOVED, FAILED)  # rag_ingest_documents_total
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -50,11 +51,11 @@ class IngestRunner:
         self.registry = registry
         self.builder = builder
 
-    def run_job(self, job_id: str) -> str:
+    def run_job(self, job_id: str) -> Status | Outcome:
         """Claim and run the job; returns its final status, or `drop` when there was none."""
         record = self.jobs.claim(job_id, self.settings.jobs.max_attempts)
         if record is None:
-            return "drop"
+            return Outcome.DROP
         started = time.perf_counter()
         outcomes: list[dict[str, Any]] = []
         try:
@@ -69,7 +70,7 @@ class IngestRunner:
         self.jobs.finish(job_id, record["attempt"], Status.SUCCEEDED, result=result)
         return Status.SUCCEEDED
 
-    def _run(self, record: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+    def _run(self, record: IngestJobRecord, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
         job_id = record["id"]
         action = Action(record["action"])
         uploads = self.jobs.uploads(job_id) if action == Action.ADD else []
@@ -178,8 +179,8 @@ class IngestRunner:
         self.registry.publish(name, summary, [d.meta() for d in documents.values()])
         metrics.COLLECTION_CHUNKS.labels(collection=name).set(chunks)
 
-    def _fail(self, record: dict[str, Any], error_type: str, message: str,
-              outcomes: list[dict[str, Any]]) -> str:
+    def _fail(self, record: IngestJobRecord, error_type: str, message: str,
+              outcomes: list[dict[str, Any]]) -> Status | Outcome:
         metrics.ERRORS.labels(type=error_type).inc()
         error = {"type": error_type, "message": message}
         result = {"collection": record["collection"], "documents": outcomes}
@@ -188,7 +189,7 @@ class IngestRunner:
                              error=error)
         except (InvalidTransition, JobNotFound):
             log.warning("ingest job changed meanwhile; failure not recorded")
-            return "lost"
+            return Outcome.LOST
         return Status.FAILED
 
 
