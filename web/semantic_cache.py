@@ -200,7 +200,7 @@ class SemanticCache:
         verifier: Verifier | None | Literal["settings"] = "settings",
     ) -> None:
         """`verifier`: "settings" builds the stage CacheSettings describe; None turns it off.
-        `embedder` None: a writer only (the worker stores the embedding the web computed)."""
+        `embedder` None: every lookup misses, and store() needs the embedding."""
         self.settings = settings
         self.embedder = embedder
         # Any: redis-py's stubs type replies as bytes | str; this client decodes to str
