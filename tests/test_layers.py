@@ -83,6 +83,46 @@ def test_a_web_only_module_in_shared_is_found() -> None:
     assert _one_sided(graph) == ["shared.web_only"]
 
 
+def _cycle_in(graph: dict[str, set[str]], package: str) -> list[str]:
+    """One import cycle among `package`'s modules (a path back to where it started), or []."""
+    inside = {name: {m for m in imports if m.split(".")[0] == package}
+              for name, imports in graph.items() if name.split(".")[0] == package}
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> list[str]:
+        for imported in sorted(inside[name]):
+            if imported in path:
+                return path[path.index(imported):] + [imported]
+            if imported not in done:
+                found = visit(imported, path + [imported])
+                if found:
+                    return found
+        done.add(name)
+        return []
+
+    for name in sorted(inside):
+        found = [] if name in done else visit(name, [name])
+        if found:
+            return found
+    return []
+
+
+def test_a_question_goes_downward_through_the_web() -> None:
+    """From the routes (web/query.py, web/jobs.py) through web/submit.py to shared/'s task
+    send, no web module imports one that imports it back (and shared/ imports no web module:
+    test_shared_imports_neither_web_nor_worker)."""
+    graph = import_graph()
+    assert _cycle_in(graph, "web") == []
+    assert "web.query" not in graph["web.jobs"] and "web.jobs" not in graph["web.query"]
+
+
+def test_a_cycle_is_found() -> None:
+    graph = import_graph()
+    graph["web.submit"] = graph["web.submit"] | {"web.query"}
+    assert _cycle_in(graph, "web")[0] == _cycle_in(graph, "web")[-1]
+    assert {"web.query", "web.submit"} <= set(_cycle_in(graph, "web"))
+
+
 def test_client_imports_nothing_of_the_service() -> None:
     graph = import_graph()
     assert [crossing for package in ("web", "worker", "shared")
