@@ -49,6 +49,7 @@ class Row:
         self.ids: list[int] = generation.input_ids[0].tolist()
         self.prompt_tokens = len(self.ids)
         self.processors = processors(self.prompt_tokens)
+        self.processors.extend(generation.logits_processors)
         self._done = threading.Event()
 
     @property
@@ -100,6 +101,10 @@ class TokenChooser:
         scores = row.processors(
             cast(torch.LongTensor, ids), cast(torch.FloatTensor, logits.float())
         )
+        return self.pick(scores)
+
+    def pick(self, scores: torch.Tensor) -> int:
+        """The next token from processed `scores` (1, vocabulary): argmax, or a draw."""
         if self.sample:
             return int(torch.multinomial(torch.softmax(scores, dim=-1), 1)[0, 0])
         return int(scores.argmax(dim=-1)[0])

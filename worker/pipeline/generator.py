@@ -1,8 +1,9 @@
 """The causal LM: loading (int8 on CPU, bf16 or NF4 on CUDA) and streaming with stop rules.
 
-A generation runs on its own thread through `model.generate`, or, once `start_batching()` was
-called, as one row of the batch that worker/pipeline/batching.py decodes for every generation
-in flight; either way it streams the same text pieces through a TextIteratorStreamer.
+A generation runs on its own thread through `model.generate` (a context-aware one through
+worker/pipeline/grounding.py's loop), or, once `start_batching()` was called, as one row of the
+batch that worker/pipeline/batching.py decodes for every generation in flight; either way it
+streams the same text pieces through a TextIteratorStreamer.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from transformers import (
     AutoTokenizer,
     BatchEncoding,
     BitsAndBytesConfig,
+    LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
     TextIteratorStreamer,
@@ -29,7 +31,14 @@ from transformers import (
 from shared.errors import ModelError
 from shared.jobs import FinishReason
 from shared.settings import PipelineSettings
-from worker.pipeline.batching import BatchDecoder
+from worker.pipeline.batching import BatchDecoder, TokenChooser
+from worker.pipeline.grounding import (
+    ContrastiveRun,
+    Grounding,
+    copy_bias,
+    decode_contrastive,
+    plain_messages,
+)
 from worker.pipeline.packaged import converted_copy
 from worker.pipeline.types import StopCheck
 
@@ -153,10 +162,19 @@ class Generation:
     """One streamed generation: iterate for text pieces; counts and timings are set once it ends."""
 
     def __init__(
-        self, generator: Generator, messages: list[dict[str, str]], should_stop: StopCheck
+        self, generator: Generator, messages: list[dict[str, str]], should_stop: StopCheck,
+        grounding: Grounding | None = None,
     ) -> None:
         self._generator = generator
         self._inputs = generator.encode_chat(messages)
+        if grounding is not None and grounding.mode == "cad" and generator.batch is not None:
+            raise ModelError(
+                "context-aware decoding decodes an answer with its question-alone contrast as a "
+                "batch of its own: it cannot join the batch of WORKER_MAX_BATCH > 1"
+            )
+        self.grounding = grounding
+        # Besides generate's own: applied by model.generate and by the batch alike.
+        self.logits_processors = LogitsProcessorList(copy_bias(grounding, generator.tokenizer))
         self.prompt_tokens = int(self._inputs["input_ids"].shape[1])
         context = generator.context_tokens
         if context is not None and self.prompt_tokens >= context:
@@ -235,15 +253,35 @@ class Generation:
         """Generate on this thread with `model.generate` (the unbatched way)."""
         try:
             with torch.inference_mode():
+                if self.grounding is not None and self.grounding.mode == "cad":
+                    self._output = self._contrastive(self.grounding, streamer)
+                    streamer.end()
+                    return
                 self._output = self._generator.model.generate(
                     **self._inputs,
                     **self._generator.decoding(),
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([self._stop, self._loop]),
+                    logits_processor=self.logits_processors,
                 )
         except Exception as error:  # re-raised in the consuming thread as ModelError
             self._error = error
             streamer.end()
+
+    def _contrastive(self, grounding: Grounding, streamer: TextIteratorStreamer) -> torch.Tensor:
+        """Context-aware decoding (worker/pipeline/grounding.py) with generate's processors and
+        this generation's stop rules."""
+        generator = self._generator
+        chooser = TokenChooser(generator)
+        streamer.put(self.input_ids.cpu())  # the prompt: skipped, as model.generate does
+        plain = generator.encode_chat(plain_messages(grounding.question))["input_ids"]
+        return decode_contrastive(generator.model, ContrastiveRun(
+            ids=self.input_ids, plain_ids=plain, alpha=grounding.strength,
+            processors=chooser.processors(self.prompt_tokens), pick=chooser.pick,
+            emit=lambda token: streamer.put(torch.tensor([token])), should_end=self.should_end,
+            end_token_ids=generator.end_token_ids,
+            max_new_tokens=generator.settings.max_new_tokens,
+        ))
 
 
 class Generator:
@@ -322,9 +360,13 @@ class Generator:
                 **self.encode_chat(messages), **{**self.decoding(), "max_new_tokens": 1}
             )
 
-    def generate(self, messages: list[dict[str, str]], should_stop: StopCheck) -> Generation:
-        """A streamed generation; iterate it to run the model."""
-        return Generation(self, messages, should_stop)
+    def generate(
+        self, messages: list[dict[str, str]], should_stop: StopCheck,
+        grounding: Grounding | None = None,
+    ) -> Generation:
+        """A streamed generation; iterate it to run the model. `grounding`: how its decoding
+        leans on its sources (worker/pipeline/grounding.py); none by default."""
+        return Generation(self, messages, should_stop, grounding)
 
 
 def _end_tokens(configured: int | list[int] | None) -> set[int]:
