@@ -108,6 +108,16 @@ def v2(question: str, sources: Sequence[Source]) -> Messages:
     return _single(OLD_SYSTEM, _v2_user(question, sources))
 
 
+def v2_nearest(question: str, sources: Sequence[Source]) -> Messages:
+    """v2 with the passages in reverse order, so the best ranked ([1]) is read last, nearest the
+    instruction and the question (small models weigh what they read last most)."""
+    listed = "\n\n".join(
+        prompt.source_block(n, s) for n, s in reversed(list(enumerate(sources, 1)))
+    )
+    user = f"{listed or 'No sources were found.'}\n\n{V2_INSTRUCTION}\n\nQuestion: {question}"
+    return _single(OLD_SYSTEM, user)
+
+
 def v2_short(question: str, sources: Sequence[Source]) -> Messages:
     """v2 asking for the short answer first, then its citation."""
     return _single(OLD_SYSTEM, _short_user(question, sources))
@@ -213,6 +223,7 @@ VARIANTS: dict[str, Builder] = {
     "v1": v1,
     "v2": v2,
     "v2_short": v2_short,
+    "v2_nearest": v2_nearest,
     "v2_fewshot": v2_fewshot,
     "short_fewshot": short_fewshot,
 }
