@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.celery import REPO_ROOT
-from tests.support.servers import free_port, terminate, wait_for_port
+from tests.support.servers import ExitedEarly, free_port, terminate, wait_for_port
 
 USER, PASSWORD = "ops", "flower-test-secret"
 
@@ -27,14 +27,26 @@ class Flower:
         self.env = {**env, "FLOWER_PORT": str(self.port), "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Flower:
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker.celery_app", "flower"],
-                cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )
-        wait_for_port(self.port, timeout=180)  # a loaded machine: the stack beside it boots too
-        return self
+    def start(self, attempts: int = 3) -> Flower:
+        """Start Flower; on a port taken between free_port() and its bind (an outgoing
+        connection's ephemeral port can land there), again on another one."""
+        for attempt in range(1, attempts + 1):
+            with self.log_path.open("wb") as log:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "celery", "-A", "worker.celery_app", "flower"],
+                    cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                )
+            try:
+                # a loaded machine: the stack beside it boots too
+                wait_for_port(self.port, timeout=180, process=self.process)
+                return self
+            except ExitedEarly as error:
+                output = self.log_path.read_text(errors="replace")
+                if "Address already in use" not in output or attempt == attempts:
+                    raise RuntimeError(f"flower {error}:\n{output[-2000:]}") from error
+                self.port = free_port()
+                self.env["FLOWER_PORT"] = str(self.port)
+        raise AssertionError("unreachable")
 
     def get(self, path: str, credentials: tuple[str, str] | None = (USER, PASSWORD)
             ) -> tuple[int, Any]:

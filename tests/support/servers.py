@@ -17,14 +17,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    """Block until something accepts connections on 127.0.0.1:port."""
+class ExitedEarly(RuntimeError):
+    """The process that was to listen on a port ended before it did."""
+
+
+def wait_for_port(
+    port: int, timeout: float = 10.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Block until something accepts connections on 127.0.0.1:port; ExitedEarly as soon as
+    `process`, the one meant to listen there, has ended instead."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
+            if process is not None and process.poll() is not None:
+                raise ExitedEarly(
+                    f"exited with {process.returncode} before listening on port {port}"
+                ) from None
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
 
