@@ -221,6 +221,7 @@ class EventHub:
             try:
                 self._listen()
             except BROKER_ERRORS + (OSError,) as error:
+                ERRORS.labels(type="event_hub_broker").inc()
                 log.warning("event hub lost the broker, reconnecting", extra={"error": str(error)})
             except Exception:  # the thread must outlive it: every socket of the process needs it
                 ERRORS.labels(type="event_hub").inc()

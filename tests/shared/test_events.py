@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shared import keys
 from shared.errors import EventsTrimmed, JobNotFound
@@ -195,20 +196,33 @@ def test_idle_timeout_ends_the_reader_and_ping_is_called(store: JobStore, hub: E
     assert len(pings) >= 1
 
 
-def test_hub_reconnects_after_the_broker_restarts(broker_redis: RedisServer) -> None:
+def hub_broker_losses() -> float:
+    return REGISTRY.get_sample_value("rag_errors_total", {"type": "event_hub_broker"}) or 0.0
+
+
+def test_hub_counts_a_lost_broker_and_reconnects_after_it_restarts(
+    broker_redis: RedisServer,
+) -> None:
     hub = EventHub(broker_redis.url)
+    token = '{"seq": %d, "type": "token", "job_id": "job-x"}'
     try:
         sub = hub.subscribe("job-x")
+        broker_redis.client().publish(keys.job_channel("job-x"), token % 1)
+        relayed = sub.get(timeout=2.0)
+        assert relayed is not None and relayed["seq"] == 1
+        before = hub_broker_losses()
         broker_redis.stop()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while hub_broker_losses() == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hub_broker_losses() > before
         broker_redis.start()
         deadline = time.monotonic() + 10
         got = None
         while got is None and time.monotonic() < deadline:
-            broker_redis.client().publish(keys.job_channel("job-x"),
-                                          '{"seq": 1, "type": "token", "job_id": "job-x"}')
+            broker_redis.client().publish(keys.job_channel("job-x"), token % 2)
             got = sub.get(timeout=0.2)
-        assert got is not None and got["seq"] == 1
+        assert got is not None and got["seq"] == 2
         assert sub.take_missed() and not sub.take_missed()
     finally:
         hub.stop()
