@@ -23,26 +23,60 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
-from transformers import DynamicCache, LogitsProcessorList, TextIteratorStreamer
+from transformers import DynamicCache, LogitsProcessorList, PreTrainedModel, TextIteratorStreamer
 from transformers.cache_utils import DynamicLayer
 
 from shared import metrics
 from shared.errors import ModelError
-
-if TYPE_CHECKING:
-    from worker.pipeline.generator import Generation, Generator
+from shared.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
+
+
+class GeneratorLike(Protocol):
+    """What batching needs of the generator (worker/pipeline/generator.py's Generator)."""
+
+    @property
+    def model(self) -> PreTrainedModel: ...
+
+    @property
+    def settings(self) -> PipelineSettings: ...
+
+    @property
+    def end_token_ids(self) -> set[int]: ...
+
+    def decoding(self) -> dict[str, Any]:
+        """The arguments `model.generate` decodes with."""
+        ...
+
+
+class GenerationLike(Protocol):
+    """What a row of the batch needs of its generation (worker/pipeline/generator.py's
+    Generation)."""
+
+    @property
+    def input_ids(self) -> torch.Tensor: ...
+
+    @property
+    def logits_processors(self) -> LogitsProcessorList: ...
+
+    def should_end(self, ids: torch.Tensor) -> bool:
+        """Whether the row's own stop rules end it after its tokens so far, `ids` (1, n)."""
+        ...
+
+    def finish(self, output: torch.Tensor | None, error: BaseException | None) -> None:
+        """Record the row's end: its prompt and tokens (1, n), or the error it failed on."""
+        ...
 
 
 class Row:
     """One generation in the batch: its tokens so far and its streamer; `join()` waits for it."""
 
-    def __init__(self, generation: Generation, streamer: TextIteratorStreamer,
+    def __init__(self, generation: GenerationLike, streamer: TextIteratorStreamer,
                  processors: Callable[[int], LogitsProcessorList]) -> None:
         self.generation = generation
         self.streamer = streamer
@@ -80,7 +114,7 @@ class TokenChooser:
     arguments: the same logits processors (built by the model, as generate builds them), then
     argmax, or a draw when sampling."""
 
-    def __init__(self, generator: Generator) -> None:
+    def __init__(self, generator: GeneratorLike) -> None:
         self.model = generator.model
         self.config = copy.deepcopy(generator.model.generation_config)
         self.config.update(**generator.decoding())
@@ -113,7 +147,7 @@ class TokenChooser:
 class BatchDecoder:
     """Decodes every submitted generation of one model together, at most `max_batch` at once."""
 
-    def __init__(self, generator: Generator, max_batch: int) -> None:
+    def __init__(self, generator: GeneratorLike, max_batch: int) -> None:
         self.model = generator.model
         self.max_batch = max_batch
         self.max_new_tokens = generator.settings.max_new_tokens
@@ -130,7 +164,7 @@ class BatchDecoder:
         self._thread = threading.Thread(target=self._run, daemon=True, name="ragq-batch")
         self._thread.start()
 
-    def submit(self, generation: Generation, streamer: TextIteratorStreamer) -> Row:
+    def submit(self, generation: GenerationLike, streamer: TextIteratorStreamer) -> Row:
         """Queue `generation` for the batch; it joins before the next step with room for it."""
         row = Row(generation, streamer, self.choose.processors)
         streamer.put(generation.input_ids.cpu())  # the prompt: skipped, as model.generate does
