@@ -26,6 +26,7 @@ import redis
 
 from shared import keys
 from shared.broker import BROKER_ERRORS, broker_errors, open_client
+from shared.error_types import ErrorType
 from shared.errors import BrokerUnavailable, EventsTrimmed, JobNotFound
 from shared.metrics import ERRORS
 from shared.settings import JobSettings
@@ -221,10 +222,10 @@ class EventHub:
             try:
                 self._listen()
             except BROKER_ERRORS + (OSError,) as error:
-                ERRORS.labels(type="event_hub_broker").inc()
+                ERRORS.labels(type=ErrorType.EVENT_HUB_BROKER).inc()
                 log.warning("event hub lost the broker, reconnecting", extra={"error": str(error)})
             except Exception:  # the thread must outlive it: every socket of the process needs it
-                ERRORS.labels(type="event_hub").inc()
+                ERRORS.labels(type=ErrorType.EVENT_HUB).inc()
                 log.exception("event hub failed, reconnecting")
             self._ready.clear()
             self._mark_all_missed()
@@ -250,7 +251,7 @@ class EventHub:
         try:
             event = json.loads(data)
         except ValueError as error:  # not ours: skip it, the thread serves every socket
-            ERRORS.labels(type="event_hub_message").inc()
+            ERRORS.labels(type=ErrorType.EVENT_HUB_MESSAGE).inc()
             log.warning("event hub skipped a malformed message",
                         extra={"channel": channel, "error": str(error)})
             return
@@ -414,7 +415,7 @@ class PrivateSubscription:
             try:
                 message = self._pubsub.get_message(timeout=left)
             except BROKER_ERRORS as error:  # the caller replays the stream after a quiet period
-                ERRORS.labels(type="private_subscription").inc()
+                ERRORS.labels(type=ErrorType.PRIVATE_SUBSCRIPTION).inc()
                 log.warning("private subscription lost the broker; replaying from the stream",
                             extra={"job_id": self.job_id, "error": str(error)})
                 return None

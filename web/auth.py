@@ -22,6 +22,7 @@ from werkzeug.exceptions import Forbidden, Unauthorized
 
 from shared import keys
 from shared.broker import broker_errors
+from shared.error_types import ErrorType
 from shared.errors import BrokerUnavailable, RateLimited
 from shared.metrics import ERRORS
 from shared.settings import AuthSettings
@@ -33,7 +34,6 @@ from web.tenants import ANONYMOUS_TENANT, Tenant, digest_of, owner_of_digest
 KEY_HEADER = "X-API-Key"
 SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}]
 PROBLEMS: ResponseDict = {status: ProblemOut for status in (401, 404, 422, 429, 503)}
-RATE_LIMIT_SKIPPED = "rate_limit_skipped"  # rag_errors_total type: a request let through unlimited
 log = logging.getLogger(__name__)
 _CHALLENGE = WWWAuthenticate("ApiKey", {"header": KEY_HEADER})
 
@@ -84,7 +84,7 @@ def limit_rate(tenant: Tenant) -> None:
     try:
         take = resources().rate_limiter.take(tenant.owner, tenant.rate_per_second, tenant.burst)
     except BrokerUnavailable as error:
-        ERRORS.labels(type=RATE_LIMIT_SKIPPED).inc()
+        ERRORS.labels(type=ErrorType.RATE_LIMIT_SKIPPED).inc()
         log.warning("rate limit not applied: broker unavailable", extra={"error": str(error)})
         return
     window = max(1, math.ceil(tenant.burst / tenant.rate_per_second))

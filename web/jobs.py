@@ -11,6 +11,7 @@ from flask import Response, g, jsonify, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
 from shared import logs
+from shared.error_types import ErrorType
 from shared.errors import BrokerUnavailable, BudgetExceeded, JobNotFound, QueueFull
 from shared.jobs import JobRecord
 from shared.metrics import ERRORS
@@ -154,7 +155,7 @@ def _refused_batch(
         try:
             resources().store.cancel(job_id, g.owner)
         except (BrokerUnavailable, JobNotFound) as cancel_error:
-            ERRORS.labels(type="batch_cancel").inc()
+            ERRORS.labels(type=ErrorType.BATCH_CANCEL).inc()
             log.warning("cannot cancel a refused batch's job", extra={"job_id": job_id,
                                                                       "error": str(cancel_error)})
             continue

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from shared.broker import memory as broker_memory
+from shared.error_types import WEB_ERROR_TYPES, ErrorType
 from shared.errors import BrokerUnavailable
 from shared.metrics import (
     BROKER_MEMORY_MAX,
@@ -52,7 +53,7 @@ def _refresh_broker_gauges() -> None:
         WORKERS_ONLINE.set(len(list_workers(resources().redis)))
         resources().breaker.state()
     except BrokerUnavailable as error:
-        ERRORS.labels(type="metrics_broker").inc()
+        ERRORS.labels(type=ErrorType.METRICS_BROKER).inc()
         log.warning("metrics scrape cannot read the broker; its gauges keep their last values",
                     extra={"error": str(error)})
 
@@ -69,6 +70,6 @@ def metrics() -> Response:
 
 
 def init_app(app: Flask) -> None:
-    zero_known_series(PROBLEM_TYPES)
+    zero_known_series((*PROBLEM_TYPES, *WEB_ERROR_TYPES))
     app.after_request(_count)
     app.add_url_rule("/metrics", "metrics", metrics)

@@ -25,13 +25,6 @@ _BODY_HEADERS = ("content-type", "content-length")  # ours replace werkzeug's HT
 BROKER_RETRY_AFTER_SECONDS = 5
 BUSY_RETRY_AFTER_SECONDS = 1
 
-# Every `type` this web counts in rag_errors_total: ragq's problem slugs, and 500 (about:blank
-# problems count by status); zeroed at start-up (shared/series.py).
-PROBLEM_TYPES = ("validation", "job-not-found", "broker-unavailable", "broker-busy",
-                 "budget-exceeded", "queue-full", "not-ready", "no-worker", "query-timeout",
-                 "job-failed", "job-cancelled", "job-expired", "too-many-connections",
-                 "too-many-streams", "500")
-
 log = logging.getLogger(__name__)
 
 
@@ -125,6 +118,14 @@ LIMIT_PROBLEMS = {
     "key-budget": ("key-budget-exceeded", "Spending limit of this API key reached"),
     "key-rate": ("rate-limited", "Too many requests from this API key"),
 }
+# The rag_errors_total types of this web's problems: every slug it answers with (and
+# ErrorType.TOO_MANY_STREAMS, shared/error_types.py), and 500 (about:blank problems count by
+# status; other statuses are born at their first error); zeroed at start-up (shared/series.py).
+PROBLEM_TYPES = ("validation", "job-not-found", "broker-unavailable", "broker-busy", "not-ready",
+                 "no-worker", "query-timeout", "job-failed", "job-cancelled", "job-expired",
+                 "too-many-connections", "too-many-requests", "collection-not-found",
+                 "collection-read-only", "unsupported-document", "upload-too-large",
+                 *(slug for slug, _ in LIMIT_PROBLEMS.values()), "500")
 
 
 def _unexpected(error: Exception) -> Response:
@@ -142,6 +143,4 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(BrokerBusy, _broker_busy)  # the more specific class wins
     app.register_error_handler(PoolExhausted, _broker_busy)
     app.register_error_handler(LimitExceeded, _limited)
-    for slug, _ in LIMIT_PROBLEMS.values():  # their rag_errors_total series start at 0
-        ERRORS.labels(type=slug)
     app.register_error_handler(Exception, _unexpected)

@@ -29,6 +29,7 @@ from simple_websocket import ConnectionClosed, Server
 from werkzeug.exceptions import BadRequest
 
 from shared import logs
+from shared.error_types import ErrorType
 from shared.errors import BrokerUnavailable, EventsTrimmed, JobNotFound
 from shared.events import read_events
 from shared.metrics import ERRORS, WEBSOCKETS_OPEN
@@ -89,7 +90,7 @@ def _authorize() -> Response | None:
     limit = settings().api.websockets_per_job
     if _open[job_id] >= limit:
         return problem(429, f"{limit} WebSockets are open on this job already; use one of them",
-                       slug="too-many-streams", title="Too many WebSockets",
+                       slug=ErrorType.TOO_MANY_STREAMS, title="Too many WebSockets",
                        headers=retry_after(STREAMS_RETRY_AFTER_SECONDS))
     return None
 
@@ -100,24 +101,24 @@ def stream(ws: Server, job_id: str) -> None:
     WEBSOCKETS_OPEN.inc()
     try:
         if _open[job_id] > settings().api.websockets_per_job:  # sockets raced past the check
-            ERRORS.labels(type="too-many-streams").inc()
+            ERRORS.labels(type=ErrorType.TOO_MANY_STREAMS).inc()
             _close(ws, TRY_AGAIN_LATER, "too many WebSockets on this job")
             return
         sent = relay(ws, job_id, g.after)
         log.info("stream ended", extra={"after": g.after, "events_sent": sent})
     except BrokerUnavailable as error:
         log.warning("websocket relay lost the broker: %s", error)
-        ERRORS.labels(type="websocket-broker").inc()
+        ERRORS.labels(type=ErrorType.WEBSOCKET_BROKER).inc()
         _close(ws, TRY_AGAIN_LATER, "broker unavailable; reconnect with ?after=<last seq>")
     except JobNotFound:
         _close(ws, JOB_NOT_FOUND, "job not found")
     except EventsTrimmed as error:
         log.warning("websocket relay cannot go on: %s", error)
-        ERRORS.labels(type="websocket-trimmed").inc()
+        ERRORS.labels(type=ErrorType.WEBSOCKET_TRIMMED).inc()
         _close(ws, EVENTS_TRIMMED, "events trimmed; fetch the job")
     except Exception:
         log.exception("websocket relay failed")
-        ERRORS.labels(type="websocket").inc()
+        ERRORS.labels(type=ErrorType.WEBSOCKET).inc()
         _close(ws, INTERNAL_ERROR, "internal error")
     finally:
         WEBSOCKETS_OPEN.dec()

@@ -43,6 +43,7 @@ from shared.cache import (
 )
 from shared.collections import DEFAULT
 from shared.collections import JOB_FIELD as COLLECTION_FIELD
+from shared.error_types import ErrorType
 from shared.errors import BrokerUnavailable, JobNotFound, QueueRefused
 from shared.jobs import METRIC_FIELDS, JobRecord, JobStore
 from shared.settings import Settings
@@ -167,7 +168,7 @@ class Reservation:
             breaker.charge(0.0, reserved_eur=self.estimate_eur, reserved_window=self.window,
                            owner=self.owner)
         except BrokerUnavailable as error:
-            metrics.ERRORS.labels(type="reservation_give_back").inc()
+            metrics.ERRORS.labels(type=ErrorType.RESERVATION_GIVE_BACK).inc()
             log.warning("cannot give a reservation back; it stays spent until its window ends",
                         extra={"reserved_eur": self.estimate_eur, "error": str(error)})
 

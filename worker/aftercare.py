@@ -19,6 +19,7 @@ from shared import metrics
 from shared.admission import record_duration
 from shared.cache import connect_cache, job_cache_target, scope_for, write_entry
 from shared.collections import DEFAULT, scoped_version
+from shared.error_types import ErrorType
 from shared.jobs import FinishReason, JobRecord
 from shared.series import EMPTY_ANSWER
 from shared.settings import Settings
@@ -54,7 +55,7 @@ class Aftercare:
                 write_entry(self.cache, self.cache_settings, record["query"], scope,
                             target.vector, result, target.owner)
         except Exception as error:  # the job's done event matters more than its aftercare
-            metrics.ERRORS.labels(type="aftercare").inc()
+            metrics.ERRORS.labels(type=ErrorType.AFTERCARE).inc()
             log.warning("aftercare failed; the job ends succeeded without it",
                         extra={"error": repr(error)})
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from shared import metrics
+from shared.error_types import ErrorType
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class InFlight:
         try:
             run()
         except Exception:  # a job thread must not die silently: its lease lapses, it runs again
-            metrics.ERRORS.labels(type="job_thread").inc()
+            metrics.ERRORS.labels(type=ErrorType.JOB_THREAD).inc()
             log.exception("job thread failed", extra={"job_id": job_id})
         finally:
             with self._changed:

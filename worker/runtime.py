@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 from shared import metrics
 from shared.broker import connect
 from shared.collections import CollectionRegistry
+from shared.error_types import WORKER_ERROR_TYPES, ErrorType
 from shared.jobs import JobStore
 from shared.series import zero_known_series
 from shared.settings import Settings
@@ -84,9 +85,6 @@ class Runtime(JobRunner):
 
 
 _runtime: Runtime | None = None
-# The rag_errors_total types a worker records under fixed names (a failed job's type is its
-# exception's class name, known only when it happens), zeroed at start-up.
-WORKER_ERROR_TYPES = ("TimeLimitExceeded", "aftercare", "metrics_port", "job_discard", "job_thread")
 
 
 def start(settings: Settings, celery: Celery, node: str) -> Runtime:
@@ -110,7 +108,7 @@ def serve_metrics(port: int) -> None:
     try:
         start_http_server(port)
     except OSError as error:
-        metrics.ERRORS.labels(type="metrics_port").inc()
+        metrics.ERRORS.labels(type=ErrorType.METRICS_PORT).inc()
         log.error("cannot serve worker metrics", extra={"port": port, "error": str(error)})
 
 

@@ -4,12 +4,17 @@ The broker is a closed port here, so a request that passes every check ends in a
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from shared.error_types import ErrorType
 from shared.errors import BudgetExceeded, QueueFull
+from tests.support.gunicorn import REPO
 from tests.web.conftest import AUTH, problem_of
+from web.problems import PROBLEM_TYPES
 
 
 def test_unknown_route_and_wrong_method(client: FlaskClient) -> None:
@@ -48,3 +53,14 @@ def test_admission_errors_are_429_with_retry_after(app: Flask, error: Exception,
     body = problem_of(response, 429)
     assert body["type"] == f"/problems/{slug}"
     assert response.headers["Retry-After"] == str(error.retry_after)  # type: ignore[attr-defined]
+
+
+def test_every_problem_slug_is_a_known_error_type() -> None:
+    """Each slug the web answers with (in its code, or documented in docs/api.md) has its
+    rag_errors_total series created at start-up (web/observability.py)."""
+    fixed = {*PROBLEM_TYPES, *ErrorType}
+    in_code = {slug for path in (REPO / "web").glob("*.py")
+               for slug in re.findall(r'slug="([^"]+)"', path.read_text())}
+    in_docs = set(re.findall(r"/problems/([a-z-]+)", (REPO / "docs" / "api.md").read_text()))
+    assert in_code and in_docs
+    assert (in_code | in_docs) - fixed == set()

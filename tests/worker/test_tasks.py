@@ -14,6 +14,7 @@ import pytest
 from celery import Celery
 
 from shared import keys
+from shared.error_types import WORKER_ERROR_TYPES
 from shared.events import EventHub, read_events
 from shared.jobs import JobRecord, JobStore
 from shared.pricing import cost_eur
@@ -190,6 +191,8 @@ def test_worker_serves_its_metrics(stack: Stack) -> None:
         body = response.read().decode()
     assert 'rag_jobs_total{status="succeeded"}' in body
     assert "rag_tokens_generated_total" in body and "rag_queue_wait_seconds_bucket" in body
+    for error_type in WORKER_ERROR_TYPES:  # created at start-up, whether or not it happened yet
+        assert f'rag_errors_total{{type="{error_type}"}}' in body, error_type
 
 
 def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(stack: Stack) -> None:
