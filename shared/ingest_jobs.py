@@ -6,14 +6,20 @@ relay. It carries `kind = ingest`; shared/jobs.py's JobStore never shows it. Eve
 status is one Lua script that compares-and-sets (status, attempt), writes the fields and emits
 the matching event (`status`, or `done`/`error` with the final record) in the same step.
 
-Its own statuses are a question's: queued -> running -> succeeded | failed. A worker that dies
-mid-job leaves it running; Celery delivers the message again (acks_late, reject on worker
-lost) and the next claim runs it again with attempt + 1, up to JOBS_MAX_ATTEMPTS.
+Its own statuses are a question's: queued -> running -> succeeded | failed. The script also keeps
+the ingest queued and running indexes and the running job's lease (shared/leases.py), as a
+question's does. A worker that dies mid-job leaves it running: when only its pool child died,
+Celery delivers the message again (acks_late, reject on worker lost) and the next claim queues
+it again and runs it with attempt + 1, up to JOBS_MAX_ATTEMPTS; when the whole worker died, or
+the broker failed the job under it, its lease lapses and the ingest reaper (worker/reaper.py)
+does the same and sends its task again. Each final status is counted (rag_ingest_jobs_total) in
+the step that reaches it.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import time
@@ -27,7 +33,8 @@ import redis
 from shared import events, keys, metrics
 from shared.broker import BROKER_ERRORS, broker_errors
 from shared.errors import InvalidTransition, JobNotFound
-from shared.jobs import FINAL, Status, valid_job_id
+from shared.jobs import Status, valid_job_id
+from shared.leases import MOVE_FUNCTION, Leases, lease_value
 from shared.settings import JobSettings
 
 log = logging.getLogger(__name__)
@@ -42,14 +49,16 @@ class Action(StrEnum):
     DROP = "drop"  # delete the collection's files
 
 
-# KEYS: job, events. ARGV: expected status ('' for any non-final), expected attempt, new
-# status, channel, event body, stream maxlen, retention, then the changed fields.
-_TRANSITION_SCRIPT = events.EMIT_FUNCTION + """
-local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'kind')
+# KEYS: job, events, queued index, running index, lease. ARGV: expected status ('' for any
+# non-final), expected attempt, new status, channel, event body, stream maxlen, retention, now,
+# lease value, lease ms, then the changed fields.
+_TRANSITION_SCRIPT = events.EMIT_FUNCTION + MOVE_FUNCTION + """
+local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'kind', 'id')
 if not cur[1] or cur[3] ~= 'ingest' then return -1 end
 if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return 0 end
-if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
+if #ARGV > 10 then redis.call('HSET', KEYS[1], unpack(ARGV, 11)) end
 redis.call('HSET', KEYS[1], 'status', ARGV[3])
+move(KEYS[3], KEYS[4], KEYS[5], cur[4], ARGV[3], ARGV[8], ARGV[8], ARGV[9], ARGV[10])
 return emit(KEYS[1], KEYS[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
 
@@ -110,6 +119,10 @@ class IngestJobs:
         self.settings = settings
         self.events = events.EventLog(redis_client, settings)
         self._transition = redis_client.register_script(_TRANSITION_SCRIPT)
+        # no queue deadline here (uploads may wait behind long ingests), so a queued job that
+        # never ran is resent too: its send (or its claim) may have failed with the broker
+        self.leases = Leases(redis_client, settings, keys.INGEST_QUEUED, keys.INGEST_RUNNING,
+                             resend_first_runs=True)
 
     @broker_errors()
     def create(self, *, owner: str, collection: str, action: Action, documents: list[str],
@@ -124,6 +137,7 @@ class IngestJobs:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.job(job_id), mapping=cast("dict[Any, Any]", raw))
             pipe.expire(keys.job(job_id), retention)
+            pipe.zadd(keys.INGEST_QUEUED, {job_id: float(raw["created_at"])})
             if uploads:
                 pipe.hset(keys.ingest_upload(job_id),
                           mapping=cast("dict[Any, Any]", _encode(uploads)))
@@ -149,23 +163,45 @@ class IngestJobs:
                 for i in range(count)]
 
     @broker_errors()
-    def claim(self, job_id: str, max_attempts: int) -> IngestJobRecord | None:
-        """queued -> running (attempt + 1); a running job found again was left by a dead worker:
-        it runs again, or fails once attempts are spent. None when there is nothing to run."""
+    def claim(self, job_id: str, node: str) -> IngestJobRecord | None:
+        """queued -> running (attempt + 1) under `node`'s lease. A running job found again was
+        left by a dead worker, unless another node's live lease holds it (a duplicate task): it
+        is queued again and runs, or fails once attempts are spent. None when there is nothing
+        to run here."""
         raw = self._raw(job_id)
-        if not raw or raw["status"] in FINAL:
+        if raw.get("status") == Status.RUNNING:
+            holder = self.leases.holder(job_id)
+            if holder is not None and holder != node:
+                return None
+            with contextlib.suppress(InvalidTransition):  # the reaper was first
+                self.requeue_lost(job_id, int(raw["attempt"]))
+            raw = self._raw(job_id)
+        if raw.get("status") != Status.QUEUED:
             return None
-        attempt = int(raw["attempt"])
-        if raw["status"] == Status.RUNNING and attempt >= max_attempts:
+        attempt = int(raw["attempt"]) + 1
+        fields = {"attempt": str(attempt), "started_at": repr(time.time()), "node": node}
+        payload = {"status": Status.RUNNING.value, "attempt": attempt, "redelivered": attempt > 1}
+        self._change(raw, Status.RUNNING, fields, events.STATUS, payload,
+                     lease=lease_value(node, attempt))
+        return view({**raw, **fields, "status": Status.RUNNING.value})
+
+    @broker_errors()
+    def requeue_lost(self, job_id: str, attempt: int) -> IngestJobRecord:
+        """A running job whose worker died: queued again, or failed once attempts are spent."""
+        raw = self._raw(job_id)
+        if not raw:
+            raise JobNotFound(job_id)
+        if raw["status"] != Status.RUNNING or int(raw["attempt"]) != attempt:
+            raise InvalidTransition(f"ingest job {job_id} is {raw['status']} at attempt "
+                                    f"{raw['attempt']}, not running at {attempt}")
+        if attempt >= self.settings.max_attempts:
             error = {"type": "WorkerLost", "message": f"ingest job killed its worker {attempt} "
                      "times; the collection keeps its previous version"}
-            self.finish(job_id, attempt, Status.FAILED, error=error)
-            return None
-        fields = {"attempt": str(attempt + 1), "started_at": repr(time.time())}
-        payload = {"status": Status.RUNNING.value, "attempt": attempt + 1,
-                   "redelivered": attempt > 0}
-        self._change(raw, Status.RUNNING, fields, events.STATUS, payload)
-        return view({**raw, **fields, "status": Status.RUNNING.value})
+            return self.finish(job_id, attempt, Status.FAILED, error=error)
+        fields = {"requeued_at": repr(time.time())}
+        payload = {"status": Status.QUEUED.value, "attempt": attempt, "reason": "worker lost"}
+        self._change(raw, Status.QUEUED, fields, events.STATUS, payload)
+        return view({**raw, **fields, "status": Status.QUEUED.value})
 
     def progress(self, job_id: str, stage: str, done: int, total: int) -> None:
         """A `progress` event: `done` of `total` documents parsed or chunks embedded."""
@@ -192,14 +228,17 @@ class IngestJobs:
         else:
             self._change(raw, status, fields, events.ERROR, {"error": error, "job": record})
         self.redis.delete(keys.ingest_upload(job_id))
+        metrics.INGEST_JOBS.labels(status=status.value).inc()
         return record
 
     def discard(self, job_id: str) -> None:
         """Remove a job whose task could not be sent, with its uploads; best effort, the broker
         may be down (counted and logged, as JobStore.discard)."""
         try:
-            self.redis.delete(keys.job(job_id), keys.job_events(job_id),
-                              keys.ingest_upload(job_id))
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(keys.job(job_id), keys.job_events(job_id), keys.ingest_upload(job_id))
+                pipe.zrem(keys.INGEST_QUEUED, job_id)
+                pipe.execute()
         except BROKER_ERRORS as error:
             metrics.ERRORS.labels(type="job_discard").inc()
             log.warning("cannot discard unsent ingest job",
@@ -212,15 +251,18 @@ class IngestJobs:
         return raw if raw.get("kind") == KIND else {}
 
     def _change(self, raw: dict[str, str], to: Status, fields: dict[str, str], event: str,
-                payload: dict[str, Any]) -> None:
+                payload: dict[str, Any], lease: str = "") -> None:
         job_id = raw["id"]
         changed = [item for pair in fields.items() for item in pair]
         args: list[str | int] = [
             raw["status"], raw["attempt"], to.value, keys.job_channel(job_id),
             events.event_body(job_id, event, payload), self.settings.stream_maxlen,
-            self.settings.retention_seconds, *changed,
+            self.settings.retention_seconds, repr(time.time()), lease, self.leases.lease_ms,
+            *changed,
         ]
-        done = int(self._transition(keys=[keys.job(job_id), keys.job_events(job_id)], args=args))
+        key_list = [keys.job(job_id), keys.job_events(job_id), keys.INGEST_QUEUED,
+                    keys.INGEST_RUNNING, keys.job_lease(job_id)]
+        done = int(self._transition(keys=key_list, args=args))
         if done < 0:
             raise JobNotFound(job_id)
         if done == 0:

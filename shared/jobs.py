@@ -28,6 +28,7 @@ from shared.breaker import SETTLE_FUNCTION, spend_window
 from shared.broker import BROKER_ERRORS, broker_errors
 from shared.errors import BrokerUnavailable, InvalidTransition, JobNotFound, QueueRefused
 from shared.events import EventHub, EventLog, PrivateSubscription, Subscription
+from shared.leases import MOVE_FUNCTION, Leases, lease_value
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,6 @@ CACHE_FIELD = "cache"  # JSON {similarity, question, path} of a job answered fro
 KEY_NAME_FIELD = "key_name"  # the configured name of the key that made it (usage, metrics)
 UNNAMED = "unnamed"  # the usage label of a job made without a key name (before names existed)
 CANCEL_FIELD = "cancel"
-LEASE_SEPARATOR = "|"
 WAIT_RECHECK_SECONDS = 1.0
 CAS_RETRIES = 5
 
@@ -88,22 +88,14 @@ CAS_RETRIES = 5
 # owner's spend of this window, the owner's usage.
 # ARGV 1-13: see _run_transition; 14-16: breaker window start, the job's cost, spend key TTL;
 # 17-18: the job's prompt and generated tokens; 19...: changed fields.
-_TRANSITION_SCRIPT = events.EMIT_FUNCTION + SETTLE_FUNCTION + """
+_TRANSITION_SCRIPT = events.EMIT_FUNCTION + SETTLE_FUNCTION + MOVE_FUNCTION + """
 local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt')
 if not cur[1] then return -1 end
 if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return 0 end
 local to, id = ARGV[3], ARGV[4]
 if #ARGV > 18 then redis.call('HSET', KEYS[1], unpack(ARGV, 19)) end
 redis.call('HSET', KEYS[1], 'status', to)
-redis.call('ZREM', KEYS[3], id)
-redis.call('ZREM', KEYS[4], id)
-if to == 'queued' then redis.call('ZADD', KEYS[3], ARGV[13], id) end
-if to == 'running' then
-  redis.call('ZADD', KEYS[4], ARGV[5], id)
-  redis.call('SET', KEYS[6], ARGV[10], 'PX', ARGV[11])
-else
-  redis.call('DEL', KEYS[6])
-end
+move(KEYS[3], KEYS[4], KEYS[6], id, to, ARGV[13], ARGV[5], ARGV[10], ARGV[11])
 if ARGV[12] == '1' then
   redis.call('HINCRBY', KEYS[5], to, 1)
   redis.call('EXPIRE', KEYS[1], ARGV[6])
@@ -159,18 +151,6 @@ redis.call('HSET', KEYS[1], ARGV[1], '1')
 return 1
 """
 
-_TOUCH_IF_QUEUED_SCRIPT = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
-redis.call('HSET', KEYS[1], 'requeued_at', ARGV[1])
-return 1
-"""
-
-_RENEW_SCRIPT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
 def valid_job_id(job_id: object) -> bool:
     """True for a canonical UUID string (the only ids ragq hands out)."""
     if not isinstance(job_id, str):
@@ -198,14 +178,6 @@ def _count_usage(raw: dict[str, str], charge_eur: float) -> None:
     metrics.KEY_TOKENS.labels(key=name, kind="prompt").inc(prompt)
     metrics.KEY_TOKENS.labels(key=name, kind="generated").inc(generated)
     metrics.KEY_COST.labels(key=name).inc(charge_eur)
-
-
-def lease_value(node: str, attempt: int) -> str:
-    return f"{node}{LEASE_SEPARATOR}{attempt}"
-
-
-def lease_node(value: str) -> str:
-    return value.rsplit(LEASE_SEPARATOR, 1)[0]
 
 
 def _float_or_none(value: str | None) -> float | None:
@@ -304,8 +276,7 @@ class JobStore:
         self.hub = hub
         self._transition = redis_client.register_script(_TRANSITION_SCRIPT)
         self._flag = redis_client.register_script(_FLAG_IF_RUNNING_SCRIPT)
-        self._touch_queued = redis_client.register_script(_TOUCH_IF_QUEUED_SCRIPT)
-        self._renew = redis_client.register_script(_RENEW_SCRIPT)
+        self.leases = Leases(redis_client, settings.jobs, keys.QUEUED, keys.RUNNING)
         self._answered = redis_client.register_script(_ANSWERED_SCRIPT)
         self._create = redis_client.register_script(_CREATE_SCRIPT)
 
@@ -511,10 +482,10 @@ class JobStore:
         if raw["status"] in FINAL:
             return Claim(Outcome.DROP, view(raw), "final")
         if raw["status"] == Status.RUNNING:
-            holder = cast(str | None, self.redis.get(keys.job_lease(job_id)))
+            holder = self.leases.holder(job_id)
             # concurrency 1: a lease held by this very node belongs to its dead child
-            if holder is not None and lease_node(holder) != node:
-                return Claim(Outcome.DROP, view(raw), f"running on {lease_node(holder)}")
+            if holder is not None and holder != node:
+                return Claim(Outcome.DROP, view(raw), f"running on {holder}")
             try:
                 record = self.requeue_lost(job_id, int(raw["attempt"]))
             except InvalidTransition:
@@ -536,49 +507,6 @@ class JobStore:
         return self.transition(job_id, Status.QUEUED, {"requeued_at": repr(now)},
                                allowed_from=(Status.RUNNING,), expect_attempt=attempt,
                                reason="worker lost")
-
-    @broker_errors()
-    def stranded_jobs(self, older_than: float, limit: int = 100) -> list[tuple[str, str]]:
-        """Requeued jobs (attempt >= 1) still queued `older_than` seconds after they were requeued
-        or last sent: (job id, request id), at most `limit`. Each one's clock starts again, so
-        the reaper sends its task again at most once per `older_than` (a send that failed after a
-        requeue leaves such a job with no task; a duplicate task is dropped by the claim)."""
-        cutoff = time.time() - older_than
-        stranded: list[tuple[str, str]] = []
-        ids = cast(list[str], self.redis.zrange(keys.QUEUED, 0, -1))
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hmget(keys.job(job_id), "status", "attempt", "requeued_at", "request_id")
-        for job_id, raw in zip(ids, pipe.execute(), strict=True):
-            status, attempt, requeued_at, request_id = raw
-            if status != Status.QUEUED or int(attempt or 0) < 1:
-                continue
-            if float(requeued_at or 0.0) > cutoff:
-                continue
-            if self._touch_queued(keys=[keys.job(job_id)], args=[repr(time.time())]):
-                stranded.append((job_id, request_id or ""))
-            if len(stranded) >= limit:
-                break
-        return stranded
-
-    @broker_errors()
-    def lost_jobs(self) -> list[tuple[str, int]]:
-        """Running jobs whose lease expired: (job id, attempt) for the reaper."""
-        lost = []
-        for job_id in cast(list[str], self.redis.zrange(keys.RUNNING, 0, -1)):
-            raw = cast(list[str | None], self.redis.hmget(keys.job(job_id), "status", "attempt"))
-            if raw[0] != Status.RUNNING:
-                self.redis.zrem(keys.RUNNING, job_id)
-            elif not self.redis.exists(keys.job_lease(job_id)):
-                lost.append((job_id, int(raw[1] or 0)))
-        return lost
-
-    @broker_errors()
-    def renew_lease(self, job_id: str, node: str, attempt: int) -> bool:
-        """Extend the lease; False when it is no longer ours (the job was taken from us)."""
-        ms = int(self.jobs.lease_seconds * 1000)
-        renewed = self._renew(keys=[keys.job_lease(job_id)], args=[lease_value(node, attempt), ms])
-        return bool(renewed)
 
     @broker_errors()
     def cancel_requested(self, job_id: str) -> bool:

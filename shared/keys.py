@@ -99,6 +99,12 @@ def collection_documents(name: str) -> str:
 COLLECTION_VERSIONS_CHANNEL = f"{PREFIX}collections:published"  # pub/sub: "<name> <version>"
 
 
+# sorted sets: queued and running ingest job ids by the time they got there (crash recovery)
+INGEST_QUEUED = f"{PREFIX}ingest:queued"
+INGEST_RUNNING = f"{PREFIX}ingest:running"
+INGEST_REAPER_LOCK = f"{PREFIX}lock:ingest_reaper"
+
+
 def ingest_upload(job_id: str) -> str:
     """Hash: an ingest job's uploaded files (name, media type, base64 bytes) until it ends."""
     return f"{PREFIX}ingest:{job_id}:upload"

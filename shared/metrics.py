@@ -55,7 +55,8 @@ BROKER_MEMORY_MAX = Gauge(
     multiprocess_mode="mostrecent",
 )
 WORKERS_ONLINE = Gauge(
-    "rag_workers_online", "Workers with a live heartbeat", multiprocess_mode="livemostrecent"
+    "rag_workers_online", "Generation workers with a live heartbeat",
+    multiprocess_mode="livemostrecent",
 )
 QUEUE_WAIT = Histogram(
     "rag_queue_wait_seconds",
@@ -126,6 +127,7 @@ INGEST_DOCUMENTS = Counter(
     "Uploaded documents by outcome (added, replaced, unchanged, removed, failed)",
     ["outcome"],
 )
+INGEST_JOBS = Counter("rag_ingest_jobs_total", "Ingest jobs by final status", ["status"])
 INGEST_SECONDS = Histogram(
     "rag_ingest_seconds", "Ingest job run time, claim to publish",
     buckets=FAST_BUCKETS + (30.0, 60.0, 120.0, 300.0),

@@ -1,5 +1,9 @@
 """Health: liveness, readiness, the workers' device report, and queue statistics. No key needed.
 
+Both kinds of worker report a heartbeat (shared/workers.py), each with its `role`: `generation`
+(celery_app, answers questions) or `ingest` (ingest_app, indexes uploads). Readiness counts the
+generation workers alone; /health/gpu and /health/stats show both, with their role.
+
 Without a key, who runs where (hosts, pids, models, pipeline versions) and what was spent are
 shown only with API_HEALTH_DETAIL, which defaults to on while auth is off and off while it is on.
 """
@@ -14,14 +18,14 @@ from flask_openapi3 import APIBlueprint, Tag
 from shared.broker import broker_errors
 from shared.broker import memory as broker_memory
 from shared.errors import BrokerUnavailable
-from shared.workers import list_workers
+from shared.workers import GENERATION, ROLES, list_workers
 from web.problems import problem, retry_after
 from web.resources import resources, settings
 from web.schemas import DevicesOut, LiveOut, ProblemOut, ReadyOut, StatsOut
 
 READY_RETRY_AFTER_SECONDS = 5
 # What /health/gpu shows of a worker without API_HEALTH_DETAIL: no host, pid or model.
-PUBLIC_DEVICE_FIELDS = ("pipeline_loaded", "device", "cuda_available", "vram_used_gb",
+PUBLIC_DEVICE_FIELDS = ("role", "pipeline_loaded", "device", "cuda_available", "vram_used_gb",
                         "vram_total_gb")
 
 bp = APIBlueprint("health", __name__, url_prefix="/health", abp_tags=[Tag(name="health")])
@@ -47,9 +51,11 @@ def live() -> Response:
 
 @bp.get("/ready", responses={200: ReadyOut, 503: ProblemOut})
 def ready() -> Response:
-    """Ready when the broker answers and a worker is online with its pipeline loaded."""
+    """Ready when the broker answers and a generation worker is online with its pipeline
+    loaded (an ingest worker answers no questions)."""
     broker = _broker_reachable()
-    loaded = [w for w in _workers() if w.get("pipeline_loaded")] if broker else []
+    generation = list_workers(resources().redis, GENERATION) if broker else []
+    loaded = [w for w in generation if w.get("pipeline_loaded")]
     checks = {"broker": broker, "workers_ready": len(loaded)}
     if broker and loaded:
         return jsonify({"status": "ready", "checks": checks})
@@ -72,7 +78,8 @@ def gpu() -> Response:
 def device_report(worker: dict[str, Any], detail: bool) -> dict[str, Any]:
     """One worker's heartbeat as /health/gpu shows it: who it is, then its device fields;
     without `detail`, only whether its pipeline is loaded and its device's kind and memory."""
-    found = {name: worker.get(name) for name in ("node", "pid", "pipeline_loaded", "last_seen")}
+    found = {name: worker.get(name)
+             for name in ("node", "pid", "role", "pipeline_loaded", "last_seen")}
     report = {**found, **(worker.get("device") or {})}
     if detail:
         return report
@@ -88,8 +95,8 @@ def show_detail() -> bool:
 
 @bp.get("/stats", responses={200: StatsOut, 503: ProblemOut})
 def stats() -> Response:
-    """Queue depth, workers, jobs by status, the semantic cache, the cost breaker and the broker
-    Redis's memory (503 when the broker is unreachable)."""
+    """Queue depth, workers (and how many of each role), jobs by status, the semantic cache,
+    the cost breaker and the broker Redis's memory (503 when the broker is unreachable)."""
     found = resources()
     workers = _workers()
     cache = found.cache.stats() if found.settings.cache.enabled else None
@@ -97,6 +104,7 @@ def stats() -> Response:
     body: dict[str, Any] = {
         "queue_depth": found.store.queue_depth(),
         "workers": workers,
+        "workers_by_role": {role: sum(w["role"] == role for w in workers) for role in ROLES},
         "jobs": found.store.status_counts(),
         "cache": cache,
         "breaker": breaker,

@@ -25,7 +25,7 @@ from shared.metrics import (
     WORKERS_ONLINE,
 )
 from shared.series import zero_known_series
-from shared.workers import list_workers
+from shared.workers import GENERATION, list_workers
 from web.problems import PROBLEM_TYPES
 from web.resources import resources
 
@@ -50,7 +50,7 @@ def _refresh_broker_gauges() -> None:
         used = broker_memory(resources().redis)
         BROKER_MEMORY_USED.set(used["used_bytes"])
         BROKER_MEMORY_MAX.set(used["max_bytes"])
-        WORKERS_ONLINE.set(len(list_workers(resources().redis)))
+        WORKERS_ONLINE.set(len(list_workers(resources().redis, GENERATION)))
         resources().breaker.state()
     except BrokerUnavailable as error:
         ERRORS.labels(type=ErrorType.METRICS_BROKER).inc()

@@ -27,7 +27,7 @@ from shared.events import EventHub
 from shared.jobs import JobStore
 from shared.settings import Settings
 from shared.tasks import make_client
-from shared.workers import list_workers, pipeline_info
+from shared.workers import GENERATION, list_workers, pipeline_info
 from web.offload import LoopFriendlyEmbedder
 from web.ratelimit import TokenBucket
 from web.semantic_cache import SemanticCache
@@ -108,7 +108,7 @@ class Resources:
     def admission(self) -> Admission:
         return self._once("admission", lambda: Admission(
             self.redis, self.settings.api.max_queue_depth,
-            workers=lambda: len(list_workers(self.redis)),
+            workers=lambda: len(list_workers(self.redis, GENERATION)),
         ))
 
     @property

@@ -175,7 +175,10 @@ class ReadyOut(BaseModel):
 
 
 class DevicesOut(BaseModel):
-    workers: list[dict[str, Any]] = Field(description="One device report per live worker.")
+    workers: list[dict[str, Any]] = Field(
+        description="One device report per live worker, generation and ingest alike: its "
+        "`role` says which."
+    )
 
 
 class UsageOut(BaseModel):
@@ -194,7 +197,11 @@ class UsageOut(BaseModel):
 class StatsOut(BaseModel):
     queue_depth: int
     workers: list[dict[str, Any]] | int = Field(
-        description="The live workers' reports, or their number when health detail is off."
+        description="The live workers' reports (each with its `role`: generation or "
+        "ingest), or their number when health detail is off."
+    )
+    workers_by_role: dict[str, int] = Field(
+        description="Live workers by role: `generation` (answers) and `ingest` (uploads)."
     )
     jobs: dict[str, int] = Field(description="Jobs queued and running, and by final status.")
     cache: dict[str, Any] | None = Field(description="The semantic cache; null when it is off.")

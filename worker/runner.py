@@ -80,7 +80,7 @@ class JobRunner:
         return claim
 
     def _run_leased(self, record: JobRecord, deadline: float | None = None) -> str:
-        with Lease(self.store, record["id"], self.node, record["attempt"]) as lease:
+        with Lease(self.store.leases, record["id"], self.node, record["attempt"]) as lease:
             return self._run_claimed(record, lease, deadline)
 
     def _admit(self, job_id: str, in_flight: InFlight) -> str:

@@ -11,7 +11,6 @@ lets its jobs in flight finish.
 from __future__ import annotations
 
 import logging
-import os
 
 import redis
 from celery import Celery
@@ -24,7 +23,7 @@ from shared.error_types import WORKER_ERROR_TYPES, ErrorType
 from shared.jobs import JobStore
 from shared.series import zero_known_series
 from shared.settings import Settings
-from shared.workers import publish_pipeline_info, write_heartbeat
+from shared.workers import GENERATION, process_report, publish_pipeline_info, write_heartbeat
 from worker.aftercare import Aftercare
 from worker.pipeline import load_pipeline
 from worker.pipeline.types import PipelineLike
@@ -74,7 +73,7 @@ class Runtime(JobRunner):
         device = self.pipeline.device_report()
         metrics.GPU_VRAM_USED.set(float(device.get("vram_used_gb") or 0.0))
         in_flight = self.jobs_in_flight()
-        report = {"node": self.node, "pid": os.getpid(), "parent_pid": os.getppid(),
+        report = {**process_report(self.node, GENERATION),
                   "pipeline_loaded": True, "device": device, **pipeline_info(self.pipeline),
                   "max_batch": self.settings.worker.max_batch, "jobs_in_flight": len(in_flight)}
         write_heartbeat(self.redis, report, self.settings.worker.heartbeat_seconds)

@@ -11,7 +11,7 @@ import redis
 
 from shared import metrics
 from shared.errors import RagqError
-from shared.jobs import JobStore
+from shared.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +54,17 @@ class Ticker:
 class Lease:
     """Keeps a running job's lease alive; `lost` turns true when another worker took the job."""
 
-    def __init__(self, store: JobStore, job_id: str, node: str, attempt: int) -> None:
-        self.store = store
+    def __init__(self, leases: Leases, job_id: str, node: str, attempt: int) -> None:
+        self.leases = leases
         self.job_id = job_id
         self.node = node
         self.attempt = attempt
         self.lost = False
-        interval = store.jobs.lease_seconds / LEASE_RENEWALS_PER_LEASE
+        interval = leases.settings.lease_seconds / LEASE_RENEWALS_PER_LEASE
         self._ticker = Ticker("lease", interval, self._renew)
 
     def _renew(self) -> None:
-        if not self.store.renew_lease(self.job_id, self.node, self.attempt):
+        if not self.leases.renew(self.job_id, self.node, self.attempt):
             self.lost = True
             self._ticker.stop()
 

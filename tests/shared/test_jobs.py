@@ -177,14 +177,14 @@ def test_live_lease_blocks_a_second_worker_and_expired_lease_redelivers(store: J
     assert store.claim(job["id"], "w1").run
     assert store.claim(job["id"], "w2").outcome == "drop"
     time.sleep(0.6)  # the lease (0.5 s) of the dead w1 expires
-    assert store.lost_jobs() == [(job["id"], 1)]
+    assert store.leases.lost() == [(job["id"], 1)]
     claim = store.claim(job["id"], "w2")
     assert claim.run and claim.record is not None and claim.record["attempt"] == 2
     statuses = [e for e in replay(store.redis, job["id"]) if e["type"] == "status"]
     assert statuses[-2]["status"] == "queued" and statuses[-2]["reason"] == "worker lost"
     assert statuses[-1]["attempt"] == 2 and statuses[-1]["redelivered"] is True
-    assert not store.renew_lease(job["id"], "w1", 1)
-    assert store.renew_lease(job["id"], "w2", 2)
+    assert not store.leases.renew(job["id"], "w1", 1)
+    assert store.leases.renew(job["id"], "w2", 2)
 
 
 def test_attempts_are_bounded(broker_redis: RedisServer) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import redis
 
-from shared.workers import list_workers
+from shared.workers import INGEST, list_workers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_HOST = "ragq-test"
@@ -74,13 +74,15 @@ class WorkerProcess:
     def wait_ready(
         self, timeout: float = READY_TIMEOUT, not_child: int | None = None
     ) -> WorkerProcess:
-        """Block until a pool child has loaded the pipeline (and is not `not_child`)."""
+        """Block until a pool child has loaded the pipeline, or for an ingest worker its
+        embedder (and is not `not_child`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker {self.node} exited: {self.log_tail()}")
             report = self.report()
-            if report and report["pipeline_loaded"] and report["pid"] != not_child:
+            loaded = report and (report["pipeline_loaded"] or report["role"] == INGEST)
+            if loaded and report["pid"] != not_child:
                 return self
             time.sleep(0.1)
         raise TimeoutError(f"worker {self.node} not ready after {timeout}s: {self.log_tail()}")
@@ -136,7 +138,7 @@ def start_worker(env: dict[str, str], tmp_path: Path, name: str, queue: str = "r
 def start_ingest_worker(env: dict[str, str], tmp_path: Path, name: str = "ingest"
                         ) -> WorkerProcess:
     """Start `celery -A worker.ingest_app worker` (the collections' ingest queue) as node
-    `name@ragq-test`; it reports no heartbeat: its jobs simply wait until it has started."""
+    `name@ragq-test`; its heartbeat (role `ingest`) says when it is ready: wait_ready()."""
     node = f"{name}@{TEST_HOST}"
     log_path = tmp_path / f"ingest-{name}-{time.monotonic_ns()}.log"
     command = [sys.executable, "-m", "celery", "-A", "worker.ingest_app", "worker", "-c", "1",

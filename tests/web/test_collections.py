@@ -29,6 +29,8 @@ pytestmark = pytest.mark.integration
 READER_KEY = "test-key-reader"
 FINAL_WAIT_SECONDS = 180.0
 GUIDE = b"# Guide\n\n## Ports\n\nThe broker listens on port 6390 and the cache on 6391."
+LONG_TEXT = " ".join(f"Sentence {n} says that shard {n} lives on node {n % 7}."
+                     for n in range(3000)).encode()
 
 
 @pytest.fixture
@@ -154,22 +156,24 @@ def pool_child(worker: WorkerProcess) -> int:
     raise TimeoutError(f"no pool child: {worker.log_tail()}")
 
 
+def wait_until_embedding(server: RedisServer, job_id: str, worker: WorkerProcess) -> None:
+    """Block until the job is embedding, part way through."""
+    deadline = time.monotonic() + FINAL_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        embedded = [e for e in events_of(server, job_id) if e.get("stage") == "embedded"]
+        if embedded and embedded[-1]["done"] < embedded[-1]["total"]:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(worker.log_tail())
+
+
 def test_a_crash_mid_job_is_redelivered_and_never_publishes_half_an_index(
         stack: tuple[Flask, WorkerProcess], broker_redis: RedisServer, tmp_path: Path) -> None:
     app, worker = stack
     client = app.test_client()
     first = wait_final(client, upload(client, "team", [(GUIDE, "guide.md")]).get_json(), worker)
-    long_text = " ".join(f"Sentence {n} says that shard {n} lives on node {n % 7}."
-                         for n in range(3000)).encode()
-    job = upload(client, "team", [(long_text, "shards.txt")]).get_json()
-    deadline = time.monotonic() + FINAL_WAIT_SECONDS
-    while time.monotonic() < deadline:  # wait until it is embedding, part way through
-        embedded = [e for e in events_of(broker_redis, job["id"]) if e.get("stage") == "embedded"]
-        if embedded and embedded[-1]["done"] < embedded[-1]["total"]:
-            break
-        time.sleep(0.05)
-    else:
-        raise TimeoutError(worker.log_tail())
+    job = upload(client, "team", [(LONG_TEXT, "shards.txt")]).get_json()
+    wait_until_embedding(broker_redis, job["id"], worker)
     os.kill(pool_child(worker), signal.SIGKILL)
     found = client.get("/v1/collections/team", headers=AUTH).get_json()
     assert found["index_version"] == first["result"]["index_version"]
@@ -177,9 +181,59 @@ def test_a_crash_mid_job_is_redelivered_and_never_publishes_half_an_index(
     assert done["status"] == "succeeded" and done["attempt"] == 2, done
     assert done["result"]["index_version"] != first["result"]["index_version"]
     statuses = [e for e in events_of(broker_redis, job["id"]) if e["type"] == "status"]
-    assert [s.get("redelivered") for s in statuses] == [None, False, True]
+    assert [s.get("redelivered") for s in statuses] == [None, False, None, True]
+    assert statuses[2]["status"] == "queued" and statuses[2]["reason"] == "worker lost"
     versions = tmp_path / "collections" / "team" / "versions"
     assert not [p for p in versions.iterdir() if p.name.startswith(".building-")]
+
+
+def test_a_whole_ingest_worker_killed_mid_job_is_recovered_by_the_next_ones_reaper(
+        stack: tuple[Flask, WorkerProcess], broker_redis: RedisServer, tmp_path: Path) -> None:
+    app, worker = stack
+    client = app.test_client()
+    job = upload(client, "team", [(LONG_TEXT, "shards.txt")]).get_json()
+    wait_until_embedding(broker_redis, job["id"], worker)
+    # parent and child at once: Celery gives the message back only after its visibility
+    # timeout (JOBS_HARD_TIME_LIMIT_SECONDS + 60 = 360 s), longer than this test waits
+    worker.kill()
+    assert client.get(job["links"]["self"], headers=AUTH).get_json()["status"] == "running"
+    env = worker_env(broker_redis.url, COLLECTIONS_DIR=str(tmp_path / "collections"),
+                     COLLECTIONS_METRICS_PORT="0")
+    second = start_ingest_worker(env, tmp_path, "ingest2")
+    try:
+        done = wait_final(client, job, second)
+    finally:
+        second.stop()
+    assert done["status"] == "succeeded" and done["attempt"] == 2, done
+    statuses = [e for e in events_of(broker_redis, job["id"]) if e["type"] == "status"]
+    assert [s["status"] for s in statuses] == ["queued", "running", "queued", "running"]
+    assert statuses[2]["reason"] == "worker lost"
+
+
+def test_the_ingest_worker_reports_a_heartbeat_that_health_shows_by_role(
+        make_app: Callable[..., Flask], broker_redis: RedisServer, tmp_path: Path) -> None:
+    folder = str(tmp_path / "collections")
+    client = make_app(broker={"url": broker_redis.url}, collections={"dir": folder},
+                      cache={"enabled": False}).test_client()
+    env = worker_env(broker_redis.url, COLLECTIONS_DIR=folder, COLLECTIONS_METRICS_PORT="0")
+    worker = start_ingest_worker(env, tmp_path).wait_ready()
+    try:
+        stats = client.get("/health/stats").get_json()
+        gpu = client.get("/health/gpu").get_json()
+        ready = client.get("/health/ready")
+    finally:
+        worker.stop()
+    [report] = stats["workers"]
+    assert report["role"] == "ingest" and report["node"] == worker.node
+    assert report["parent_pid"] == worker.pid and report["pipeline_loaded"] is False
+    assert report["jobs_in_flight"] == 0
+    assert stats["workers_by_role"] == {"generation": 0, "ingest": 1}
+    assert [(w["role"], w["node"]) for w in gpu["workers"]] == [("ingest", worker.node)]
+    # an ingest worker answers no question: the service is not ready on it alone
+    assert problem_of(ready, 503)["checks"] == {"broker": True, "workers_ready": 0}
+    time.sleep(2.0)  # its report outlives three missed heartbeats (WORKER_HEARTBEAT_SECONDS 0.5)
+    after = client.get("/health/stats").get_json()
+    assert after["workers"] == [] and after["workers_by_role"]["ingest"] == 0
 
 
 def test_an_upload_with_the_broker_down_is_a_503(make_app: Callable[..., Flask]) -> None:

@@ -65,8 +65,9 @@ def test_health_shows_no_detail_without_a_key_when_auth_is_on(
     assert stats["workers"] == 1
     assert stats["breaker"] == {"enabled": True, "state": "closed"}
     gpu = client.get("/health/gpu").get_json()
-    assert gpu["workers"] == [{"pipeline_loaded": True, "device": "cpu", "cuda_available": False,
-                               "vram_used_gb": 0.0, "vram_total_gb": 0.0}]
+    assert gpu["workers"] == [{"role": "generation", "pipeline_loaded": True, "device": "cpu",
+                               "cuda_available": False, "vram_used_gb": 0.0,
+                               "vram_total_gb": 0.0}]
     shown = str(stats) + str(gpu)
     for secret in ("secret-host", "4242", "some-model", "spend"):
         assert secret not in shown

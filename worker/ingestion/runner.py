@@ -29,12 +29,14 @@ from worker.ingestion.build import Built, StoredDocument, VersionBuilder, load_d
 from worker.ingestion.parse import SUFFIXES, parse, suffix_of
 from worker.ingestion.versions import CollectionFolder
 from worker.pipeline.index import MANIFEST
+from worker.tickers import Lease
 
 log = logging.getLogger(__name__)
 
 ADDED, REPLACED, UNCHANGED, REMOVED, FAILED = "added", "replaced", "unchanged", "removed", "failed"
 DOCUMENT_OUTCOMES = (ADDED, REPLACED, UNCHANGED, REMOVED, FAILED)  # rag_ingest_documents_total
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+DEFAULT_NODE = "ingest"  # the lease holder's name where no Celery node runs the jobs
 
 
 class NothingIndexed(RagqError):
@@ -45,17 +47,28 @@ class IngestRunner:
     """Runs ingest jobs, one at a time, with this process's embedder."""
 
     def __init__(self, settings: Settings, jobs: IngestJobs, registry: CollectionRegistry,
-                 builder: VersionBuilder) -> None:
+                 builder: VersionBuilder, node: str = DEFAULT_NODE) -> None:
         self.settings = settings
         self.jobs = jobs
         self.registry = registry
         self.builder = builder
+        self.node = node  # the Celery node name: whose lease holds the jobs it runs
+        self.running: str | None = None  # the job it runs now (the heartbeat reports it)
 
     def run_job(self, job_id: str) -> Status | Outcome:
-        """Claim and run the job; returns its final status, or `drop` when there was none."""
-        record = self.jobs.claim(job_id, self.settings.jobs.max_attempts)
+        """Claim and run the job under a lease; returns its final status, or `drop` when there
+        was none."""
+        record = self.jobs.claim(job_id, self.node)
         if record is None:
             return Outcome.DROP
+        self.running = job_id
+        try:
+            with Lease(self.jobs.leases, job_id, self.node, record["attempt"]):
+                return self._run_claimed(record)
+        finally:
+            self.running = None
+
+    def _run_claimed(self, record: IngestJobRecord) -> Status | Outcome:
         started = time.perf_counter()
         outcomes: list[dict[str, Any]] = []
         try:
@@ -67,8 +80,7 @@ class IngestRunner:
             log.exception("ingest job failed")
             return self._fail(record, type(error).__name__, str(error), outcomes)
         metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
-        self.jobs.finish(job_id, record["attempt"], Status.SUCCEEDED, result=result)
-        return Status.SUCCEEDED
+        return self._finish(record, Status.SUCCEEDED, result)
 
     def _run(self, record: IngestJobRecord, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
         job_id = record["id"]
@@ -184,13 +196,19 @@ class IngestRunner:
         metrics.ERRORS.labels(type=error_type).inc()
         error = {"type": error_type, "message": message}
         result = {"collection": record["collection"], "documents": outcomes}
+        return self._finish(record, Status.FAILED, result, error)
+
+    def _finish(self, record: IngestJobRecord, status: Status, result: dict[str, Any],
+                error: dict[str, Any] | None = None) -> Status | Outcome:
+        """Record the job's end; `lost` when the reaper took it meanwhile (its lease lapsed):
+        the run that holds it now records its own."""
         try:
-            self.jobs.finish(record["id"], record["attempt"], Status.FAILED, result=result,
-                             error=error)
+            self.jobs.finish(record["id"], record["attempt"], status, result=result, error=error)
         except (InvalidTransition, JobNotFound):
-            log.warning("ingest job changed meanwhile; failure not recorded")
+            log.warning("ingest job changed meanwhile; its end not recorded",
+                        extra={"status": status.value})
             return Outcome.LOST
-        return Status.FAILED
+        return status
 
 
 def _problem(error: RagqError) -> dict[str, str]:
