@@ -32,6 +32,7 @@ import redis
 
 from shared import events, keys, metrics
 from shared.broker import BROKER_ERRORS, broker_errors
+from shared.error_types import ErrorType
 from shared.errors import InvalidTransition, JobNotFound
 from shared.jobs import Status, valid_job_id
 from shared.leases import MOVE_FUNCTION, Leases, lease_value
@@ -240,7 +241,7 @@ class IngestJobs:
                 pipe.zrem(keys.INGEST_QUEUED, job_id)
                 pipe.execute()
         except BROKER_ERRORS as error:
-            metrics.ERRORS.labels(type="job_discard").inc()
+            metrics.ERRORS.labels(type=ErrorType.JOB_DISCARD).inc()
             log.warning("cannot discard unsent ingest job",
                         extra={"job_id": job_id, "error": str(error)})
 

@@ -26,6 +26,7 @@ from shared import events, keys, metrics
 from shared.admission import ADMIT_FUNCTION, QUEUE, Bounds
 from shared.breaker import SETTLE_FUNCTION, spend_window
 from shared.broker import BROKER_ERRORS, broker_errors
+from shared.error_types import ErrorType
 from shared.errors import BrokerUnavailable, InvalidTransition, JobNotFound, QueueRefused
 from shared.events import EventHub, EventLog, PrivateSubscription, Subscription
 from shared.leases import MOVE_FUNCTION, Leases, lease_value
@@ -465,7 +466,7 @@ class JobStore:
                 pipe.zrem(keys.owner_jobs(owner), job_id)
                 pipe.execute()
         except BROKER_ERRORS as error:
-            metrics.ERRORS.labels(type="job_discard").inc()
+            metrics.ERRORS.labels(type=ErrorType.JOB_DISCARD).inc()
             log.warning("cannot discard unsent job", extra={"job_id": job_id, "error": str(error)})
 
     # --- worker's API -------------------------------------------------------------------

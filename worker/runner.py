@@ -20,6 +20,7 @@ from celery.exceptions import Reject
 
 from shared import events, metrics
 from shared.collections import job_collection
+from shared.error_types import ErrorType
 from shared.errors import InvalidTransition
 from shared.jobs import Claim, JobRecord, JobStore, Outcome, Status
 from shared.pricing import cost_eur
@@ -181,7 +182,7 @@ class JobRunner:
         return status
 
     def _time_limit_failure(self, record: JobRecord) -> str:
-        return self._fail(record, "TimeLimitExceeded",
+        return self._fail(record, ErrorType.TIME_LIMIT_EXCEEDED,
                           f"ran longer than {self.settings.jobs.soft_time_limit_seconds}s")
 
     def _fail(self, record: JobRecord, error_type: str, message: str) -> str:

@@ -21,6 +21,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 
 from shared import metrics
 from shared.collections import CollectionRegistry, document_id
+from shared.error_types import ErrorType
 from shared.errors import DocumentRejected, InvalidTransition, JobNotFound, RagqError
 from shared.ingest_jobs import Action, IngestJobRecord, IngestJobs, Upload
 from shared.jobs import Outcome, Status
@@ -75,7 +76,8 @@ class IngestRunner:
             result = self._run(record, outcomes)
         except SoftTimeLimitExceeded:
             limit = self.settings.jobs.soft_time_limit_seconds
-            return self._fail(record, "TimeLimitExceeded", f"ran longer than {limit}s", outcomes)
+            return self._fail(record, ErrorType.TIME_LIMIT_EXCEEDED, f"ran longer than {limit}s",
+                              outcomes)
         except Exception as error:  # the task boundary: the collection keeps its last version
             log.exception("ingest job failed")
             return self._fail(record, type(error).__name__, str(error), outcomes)
