@@ -28,6 +28,7 @@ from shared import metrics
 from shared.broker import connect
 from shared.collections import CollectionRegistry
 from shared.embedding import Embedder
+from shared.error_types import INGEST_ERROR_TYPES
 from shared.ingest_jobs import IngestJobs
 from shared.jobs import Status
 from shared.logs import configure_logging
@@ -89,6 +90,8 @@ def start(settings: Settings, celery: Celery, node: str) -> IngestRunner:
         metrics.INGEST_DOCUMENTS.labels(outcome=outcome)
     for status in (Status.SUCCEEDED, Status.FAILED):
         metrics.INGEST_JOBS.labels(status=status.value)
+    for error_type in INGEST_ERROR_TYPES:
+        metrics.ERRORS.labels(type=error_type)
     reaper = IngestReaper(settings.jobs, jobs, client, celery, node)
     beat = settings.worker.heartbeat_seconds
     _tickers = [Ticker("heartbeat", beat, lambda: heartbeat(client, job_runner, beat)).start(),

@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 
 from shared import keys
+from shared.error_types import INGEST_ERROR_TYPES, WEB_ERROR_TYPES, WORKER_ERROR_TYPES
 from tests.deploy.files import alert_rules, dashboard_queries
 from tests.observability.conftest import GUNICORN_WORKERS, Stack
 from tests.observability.flower import PASSWORD, Flower
 from tests.observability.prometheus import Prometheus
 from tests.support.celery import worker_env
+from web.problems import PROBLEM_TYPES
 
 pytestmark = pytest.mark.integration
 
@@ -118,6 +120,7 @@ def _send_traffic(stack: Stack) -> None:
 
 
 def test_counts_agree_and_every_query_runs(stack: Stack, prometheus: Prometheus) -> None:
+    _assert_fixed_error_types_start_at_zero(prometheus)
     _send_traffic(stack)
     sent = len(QUESTIONS) + REPEATS
     assert prometheus.wait_for(f"sum({QUERY_ENDPOINT})", sent) == sent
@@ -132,6 +135,18 @@ def test_counts_agree_and_every_query_runs(stack: Stack, prometheus: Prometheus)
     _assert_dashboard_queries_return_series(prometheus)
     _assert_alerts_run_and_stay_quiet(prometheus)
     _assert_cache_outage_raises_its_alert(stack, prometheus)
+
+
+def _assert_fixed_error_types_start_at_zero(prometheus: Prometheus) -> None:
+    """Before any traffic, each process exports every fixed rag_errors_total type it counts, at
+    0: an alert or panel on one sees the series before its first error."""
+    fixed = {"web": (*PROBLEM_TYPES, *WEB_ERROR_TYPES), "worker": WORKER_ERROR_TYPES,
+             "ingest": INGEST_ERROR_TYPES}
+    exported = {(sample["metric"]["job"], sample["metric"]["type"]): float(sample["value"][1])
+                for sample in prometheus.query("rag_errors_total")}
+    assert {(job, str(name)): exported.get((job, str(name)))
+            for job, names in fixed.items() for name in names
+            if exported.get((job, str(name))) != 0.0} == {}
 
 
 def _assert_targets_up(prometheus: Prometheus) -> None:

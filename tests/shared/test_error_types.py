@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import re
 
-from shared.error_types import WEB_ERROR_TYPES, WORKER_ERROR_TYPES, ErrorType
+from shared.error_types import INGEST_ERROR_TYPES, WEB_ERROR_TYPES, WORKER_ERROR_TYPES, ErrorType
 from tests.support.gunicorn import REPO
 
 # `ERRORS.labels(type="...")`: a call site that counts under a bare string, not an ErrorType
 LITERAL_TYPE = re.compile(r"""ERRORS\.labels\(\s*type\s*=\s*["']([^"']+)["']""")
-# a row of docs/operations.md's table of types: | `type` | process | when |
-DOCUMENTED = re.compile(r"^\| `([^`]+)` \| (web|worker) \|", re.MULTILINE)
+# a row of docs/operations.md's table of types: | `type` | processes | when |
+DOCUMENTED = re.compile(r"^\| `([^`]+)` \| ((?:web|worker|ingest)(?:, (?:web|worker|ingest))*) \|",
+                        re.MULTILINE)
+PROCESSES = {"web": WEB_ERROR_TYPES, "worker": WORKER_ERROR_TYPES, "ingest": INGEST_ERROR_TYPES}
 
 
 def test_every_literal_type_counted_is_a_fixed_type() -> None:
@@ -23,12 +25,12 @@ def test_every_literal_type_counted_is_a_fixed_type() -> None:
 
 
 def test_every_fixed_type_is_counted_by_a_process() -> None:
-    assert set(WEB_ERROR_TYPES) | set(WORKER_ERROR_TYPES) == set(ErrorType)
+    assert {name for names in PROCESSES.values() for name in names} == set(ErrorType)
 
 
 def test_operations_doc_names_each_fixed_type_and_its_process() -> None:
     rows = DOCUMENTED.findall((REPO / "docs" / "operations.md").read_text())
-    documented = {(name, process) for name, process in rows}
-    expected = ({(str(name), "web") for name in WEB_ERROR_TYPES}
-                | {(str(name), "worker") for name in WORKER_ERROR_TYPES})
+    documented = {name: set(processes.split(", ")) for name, processes in rows}
+    expected = {str(name): {process for process, names in PROCESSES.items() if name in names}
+                for name in ErrorType}
     assert documented == expected
