@@ -182,8 +182,11 @@ class IngestJobs:
         attempt = int(raw["attempt"]) + 1
         fields = {"attempt": str(attempt), "started_at": repr(time.time()), "node": node}
         payload = {"status": Status.RUNNING.value, "attempt": attempt, "redelivered": attempt > 1}
-        self._change(raw, Status.RUNNING, fields, events.STATUS, payload,
-                     lease=lease_value(node, attempt))
+        try:
+            self._change(raw, Status.RUNNING, fields, events.STATUS, payload,
+                         lease=lease_value(node, attempt))
+        except InvalidTransition:
+            return None  # a duplicate task's worker claimed it first
         return view({**raw, **fields, "status": Status.RUNNING.value})
 
     @broker_errors()
