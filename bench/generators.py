@@ -46,8 +46,9 @@ CONFIGS = {
     "smollm2-135m-fp32": ("smollm2", "none"),
     "qwen2.5-coder-0.5b-fp32": ("qwen2.5-coder-0.5b", "none"),
     "qwen2.5-coder-0.5b-int8": ("qwen2.5-coder-0.5b", "int8"),
+    "qwen2.5-coder-0.5b-int8-fp32-down": ("qwen2.5-coder-0.5b", "int8-fp32-down"),
 }
-DEFAULT_CONFIGS = "smollm2-135m-fp32,qwen2.5-coder-0.5b-int8"
+DEFAULT_CONFIGS = "smollm2-135m-fp32,qwen2.5-coder-0.5b-int8-fp32-down"
 
 
 def _settings(model: str, quantization: str, index: Path) -> Any:

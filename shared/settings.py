@@ -49,10 +49,12 @@ class PipelineSettings(BaseSettings):
     load_in_4bit: bool = Field(
         False, description="On CUDA: load the generator in NF4 (bitsandbytes)."
     )
-    cpu_quantization: Literal["int8", "none"] = Field(
-        "int8",
-        description="On CPU: dynamic int8 quantization of the generator's linear layers "
-        "(bench/results/generators_subset.md: over twice the tokens/s of fp32).",
+    cpu_quantization: Literal["int8-fp32-down", "int8", "none"] = Field(
+        "int8-fp32-down",
+        description="On CPU: dynamic int8 quantization of the generator's linear layers but "
+        "the MLP down-projections, kept fp32 (int8 there does most of its harm: "
+        "bench/results/quantization.md); `int8`: every layer, about twice as fast and worse "
+        "answers; `none`: fp32.",
     )
     threads: int = Field(
         0,
@@ -126,7 +128,7 @@ class PipelineSettings(BaseSettings):
     )
     max_context_tokens: int = Field(1500, ge=64, description="Prompt budget for the passages.")
     prompt_version: str = Field(
-        "v2", description="Bumped when the prompt changes; scopes the cache."
+        "v3", description="Bumped when the prompt changes; scopes the cache."
     )
     backend: Literal["transformers", "fake"] = Field(
         "transformers",

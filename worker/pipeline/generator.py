@@ -89,16 +89,25 @@ def torch_threads(setting: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-def quantize_int8(model: torch.nn.Module) -> None:
-    """Dynamic int8 quantization of every Linear layer, one scale per output channel, in place.
+FP32_DOWN = ("down_proj",)  # kept fp32 by PIPELINE_CPU_QUANTIZATION=int8-fp32-down
 
-    Per-channel scales kept more of the model than one scale per tensor (docs/pipeline.md,
-    "Choosing the generator and the prompt"); in place, because a quantized copy would double
-    peak memory.
+
+def quantize_int8(model: torch.nn.Module, kept: tuple[str, ...] = ()) -> None:
+    """Dynamic int8 quantization of every Linear layer but those whose name ends with a `kept`
+    suffix, one scale per output channel, in place.
+
+    Per-channel scales kept more of the model than one scale per tensor, and the MLP
+    down-projections, whose inputs run to hundreds of times their median, are where int8 does
+    most of its harm (bench/results/quantization.md; docs/pipeline.md, "Choosing the generator
+    and the prompt"); in place, because a quantized copy would double peak memory.
     """
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    qconfig = {torch.nn.Linear: per_channel_dynamic_qconfig}
+    qconfig = {
+        name: per_channel_dynamic_qconfig
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not name.endswith(kept)
+    }
     quantize_dynamic(model, qconfig, dtype=torch.qint8, inplace=True)
 
 
@@ -310,8 +319,9 @@ class Generator:
                 f"cannot load generator {settings.generator_model!r} from {location!r}: {error}"
             ) from error
         self.model.eval()
-        if self.device == "cpu" and settings.cpu_quantization == "int8":
-            quantize_int8(self.model)
+        if self.device == "cpu" and settings.cpu_quantization != "none":
+            kept = FP32_DOWN if settings.cpu_quantization == "int8-fp32-down" else ()
+            quantize_int8(self.model, kept)
         self.model_id = settings.generator_model
         self.end_token_ids = _end_tokens(self.model.generation_config.eos_token_id)
         self.end_token_ids.add(self.tokenizer.eos_token_id)

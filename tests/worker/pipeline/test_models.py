@@ -105,6 +105,30 @@ def test_an_answer_the_model_ends_finishes_with_stop(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    ("quantization", "fp32_layers"),
+    [("int8-fp32-down", {"down_proj"}), ("int8", set()), ("none", None)],
+)
+def test_cpu_quantization_keeps_the_down_projections_fp32_by_default(
+    tmp_path: Path, quantization: str, fp32_layers: set[str] | None
+) -> None:
+    settings = PipelineSettings(
+        generator_model=str(tiny_causal_lm(tmp_path / "lm")), device="cpu",
+        cpu_quantization=quantization,  # type: ignore[arg-type]  # a literal, from the params
+    )
+    model = Generator(settings).model
+    plain = {
+        name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+        if type(module) is torch.nn.Linear
+    }
+    if fp32_layers is None:  # fp32: nothing quantized
+        assert {"down_proj", "q_proj", "gate_proj"} <= plain
+    else:
+        assert plain == fp32_layers
+    assert PipelineSettings().cpu_quantization == "int8-fp32-down"
+
+
+@pytest.mark.integration
 def test_tiny_generator_streams_and_counts(tmp_path: Path) -> None:
     settings = PipelineSettings(
         generator_model=str(tiny_causal_lm(tmp_path / "lm")), max_new_tokens=6, device="cpu"
