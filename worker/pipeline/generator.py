@@ -97,8 +97,8 @@ def quantize_int8(model: torch.nn.Module, kept: tuple[str, ...] = ()) -> None:
     suffix, one scale per output channel, in place.
 
     Per-channel scales kept more of the model than one scale per tensor, and the MLP
-    down-projections, whose inputs run to hundreds of times their median, are where int8 does
-    most of its harm (bench/results/quantization.md; docs/pipeline.md, "Choosing the generator
+    down-projections, a few of whose input channels run far beyond the rest, are where int8
+    does most of its harm (bench/results/quantization.md; docs/pipeline.md, "Choosing the generator
     and the prompt"); in place, because a quantized copy would double peak memory.
     """
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
