@@ -317,15 +317,9 @@ def _own_paragraphs(questions: list[str]) -> list[list[Source]]:
 def _quantize_except(model: Any, kept: list[str]) -> None:
     """Per-channel dynamic int8 of every Linear layer but those whose name ends with a `kept`
     suffix, which stay fp32 (Qwen2's activation outliers sit in some layers' inputs)."""
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    from worker.pipeline.generator import quantize_int8
 
-    names = {
-        name: per_channel_dynamic_qconfig
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and not name.endswith(tuple(kept))
-    }
-    quantize_dynamic(model, names, dtype=torch.qint8, inplace=True)
+    quantize_int8(model, tuple(kept))
 
 
 def _mean(values: list[float]) -> float | None:
